@@ -1,0 +1,26 @@
+"""Network architectures. Nothing here knows about weights files, pipelines or training."""
+
+from torch import nn
+
+from .codec_prior import AsymmetricCodec, CodecPriorNet
+from .discriminators import ComponentDiscriminator, StyleGAN2Discriminator, freeze_d
+from .gpen import GPENGenerator
+from .mmrb import MMRB
+from .stylegan2 import StyleGAN2Generator
+
+ARCHS: dict[str, type[nn.Module]] = {
+    "codec_prior": CodecPriorNet,
+    "gpen": GPENGenerator,
+    "stylegan2_d": StyleGAN2Discriminator,
+    "component_d": ComponentDiscriminator,
+}
+
+
+def build_network(arch: str, **kwargs) -> nn.Module:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    return ARCHS[arch](**kwargs)
+
+
+__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "ComponentDiscriminator", "GPENGenerator", "MMRB",
+           "StyleGAN2Discriminator", "StyleGAN2Generator", "build_network", "freeze_d"]

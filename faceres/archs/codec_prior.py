@@ -1,0 +1,98 @@
+r"""CodecPriorNet: the seed-001 restoration network (Hu et al., "Enhancing Quality of
+Pose-varied Face Restoration with Local Weak Feature Sensing and GAN Prior").
+
+    LQ face --encoder (MMRBs)--> code Z --mapping MLP--> W (one vector, broadcast to all layers)
+            \--decoder--> clean feature map per resolution --concat--> StyleGAN2 noise branches
+                     \--> RGB head per resolution (multi-scale L1 "clean feature" loss)
+
+W is a single vector, not per-layer W+: it matches GPEN's prior (so GPEN-BFR weights
+initialise `generator.*` directly) and spatial detail reaches the generator through the
+noise branches anyway.
+"""
+
+import math
+
+import torch.nn.functional as F
+from torch import nn
+
+from .mmrb import MMRB
+from .stylegan2 import ConvLayer, EqualConv2d, EqualLinear, StyleGAN2Generator, channel_table
+
+
+def _mmrbs(channels: int, n: int) -> nn.Module:
+    return nn.Sequential(*[MMRB(channels) for _ in range(n)]) if n else nn.Identity()
+
+
+class UpBlock(nn.Module):
+    """x2 bilinear upsample -> 3x3 conv; the encoder skip at the new resolution is added after."""
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__()
+        self.conv = ConvLayer(in_ch, out_ch, 3)
+
+    def forward(self, x, skip):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)) + skip
+
+
+class AsymmetricCodec(nn.Module):
+    """Encoder: fromRGB at full size, then per halving a strided conv + `enc_blocks` MMRBs
+    (none at the first and the last, 4x4, scale: 6 MMRBs for 512). Decoder: one UpBlock per
+    scale with `enc_blocks - 1` MMRBs, output channels = the generator's noise-branch channels."""
+
+    def __init__(self, size, channels: dict[int, int], style_dim=512, enc_blocks=1):
+        super().__init__()
+        ch = channels
+        self.resolutions = [2**i for i in range(int(math.log2(size)), 1, -1)]  # size ... 4
+        self.from_rgb = ConvLayer(3, ch[size], 1)
+        self.down = nn.ModuleList(ConvLayer(ch[r], ch[r // 2], 3, downsample=True) for r in self.resolutions[:-1])
+        self.enc_blocks = nn.ModuleList(_mmrbs(ch[r // 2], enc_blocks if r // 2 > 4 else 0) for r in self.resolutions[:-1])
+        self.to_code = EqualLinear(ch[4] * 16, style_dim, activation="fused_lrelu")
+        up_res = self.resolutions[::-1][1:]  # 8 ... size
+        self.up = nn.ModuleList(UpBlock(ch[r // 2], ch[r]) for r in up_res)
+        self.dec_blocks = nn.ModuleList(_mmrbs(ch[r], max(enc_blocks - 1, 0)) for r in up_res)
+        self.to_rgbs = nn.ModuleList(EqualConv2d(ch[r], 3, 1) for r in self.resolutions[::-1])
+
+    def forward(self, x):
+        """Returns code (B, style_dim), decoder features [4x4 ... size], RGB heads [4x4 ... size]."""
+        e = self.from_rgb(x)
+        skips = [e]
+        for down, blocks in zip(self.down, self.enc_blocks):
+            e = blocks(down(e))
+            skips.append(e)
+        code = self.to_code(e.flatten(1))
+        d, feats = e, [e]
+        for up, blocks, skip in zip(self.up, self.dec_blocks, reversed(skips[:-1])):
+            d = blocks(up(d, skip))
+            feats.append(d)
+        rgbs = [to_rgb(f) for to_rgb, f in zip(self.to_rgbs, feats)]
+        return code, feats, rgbs
+
+
+class CodecPriorNet(nn.Module):
+    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01):
+        super().__init__()
+        if size & (size - 1) or not 64 <= size <= 1024:
+            raise ValueError(f"size must be a power of two in 64..1024, got {size}")
+        self.size = size
+        self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow), style_dim, enc_blocks)
+        self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp)
+
+    def forward(self, x, fidelity: float = 1.0, return_aux=False):
+        """x: (B, 3, size, size) RGB in [-1, 1]. `fidelity` scales the decoder features fed
+        to the noise branches: 1 = as trained (closest to the input), 0 = the prior alone."""
+        code, feats, rgbs = self.codec(x)
+        if fidelity != 1.0:
+            feats = [f * fidelity for f in feats]
+        noise = [feats[0]] + [f for f in feats[1:] for _ in range(2)]
+        image, latent = self.generator(code, noise, return_latents=return_aux)
+        return (image, {"rgbs": rgbs, "latent": latent}) if return_aux else image
+
+    def restore(self, x, fidelity: float = 1.0):
+        return self.forward(x, fidelity=fidelity)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Seed 001 trains these with different learning rates: codec, StyleGAN2 prior, noise branches."""
+        groups = {"codec": list(self.codec.parameters()), "generator": [], "noise": []}
+        for name, p in self.generator.named_parameters():
+            groups["noise" if name.endswith("noise.weight") else "generator"].append(p)
+        return groups

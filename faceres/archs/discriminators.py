@@ -1,0 +1,71 @@
+"""Discriminators: GPEN-compatible StyleGAN2 D (with a FreezeD helper) and the local component D."""
+
+import math
+
+import torch
+from torch import nn
+
+from .stylegan2 import ConvLayer, EqualConv2d, EqualLinear, ResBlock, channel_table
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """Same keys as GPEN's `Discriminator`; minibatch stddev over the whole batch, as GPEN does."""
+
+    def __init__(self, size=512, channel_multiplier=2, narrow=1.0, blur_kernel=(1, 3, 3, 1)):
+        super().__init__()
+        ch = channel_table(size, channel_multiplier, narrow)
+        log_size = int(math.log2(size))
+        blocks = [ConvLayer(3, ch[size], 1)]
+        for i in range(log_size, 2, -1):
+            blocks.append(ResBlock(ch[2**i], ch[2 ** (i - 1)], blur_kernel))
+        self.convs = nn.Sequential(*blocks)
+        self.final_conv = ConvLayer(ch[4] + 1, ch[4], 3)
+        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activation="fused_lrelu"), EqualLinear(ch[4], 1))
+
+    @staticmethod
+    def minibatch_stddev(x):
+        # one scalar for the whole batch: population std over the batch, averaged over C, H, W
+        std = torch.sqrt(x.var(0, unbiased=False) + 1e-8).mean()
+        return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+    def forward(self, x):
+        out = self.final_conv(self.minibatch_stddev(self.convs(x)))
+        return self.final_linear(out.flatten(1))
+
+
+def freeze_d(disc: StyleGAN2Discriminator, n_layers: int = 5) -> list[str]:
+    """FreezeD (Mo et al. 2020): freeze the first `n_layers` trunk entries (fromRGB + ResBlocks,
+    i.e. the high-resolution layers). Returns the names of the frozen parameters."""
+    frozen = []
+    for idx, block in enumerate(disc.convs):
+        if idx >= n_layers:
+            break
+        for name, p in block.named_parameters():
+            p.requires_grad_(False)
+            frozen.append(f"convs.{idx}.{name}")
+    return frozen
+
+
+class ComponentDiscriminator(nn.Module):
+    """Local D for an eye or mouth patch: two downsamplings, single-channel logit map."""
+
+    def __init__(self, channels=(64, 128, 256)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.body = nn.Sequential(
+            ConvLayer(3, c1, 3),
+            ConvLayer(c1, c2, 3, downsample=True),
+            ConvLayer(c2, c2, 3),
+            ConvLayer(c2, c3, 3, downsample=True),
+            ConvLayer(c3, c3, 3),
+        )
+        self.final = EqualConv2d(c3, 1, 3, padding=1)
+
+    def forward(self, x, return_feats=False):
+        feats, out = [], x
+        for i, layer in enumerate(self.body):
+            out = layer(out)
+            if i in (2, 4):
+                feats.append(out)
+        logits = self.final(out)  # (B, 1, H/4, W/4)
+        return (logits, feats) if return_feats else logits

@@ -1,0 +1,236 @@
+import re
+
+import pytest
+import torch
+
+from faceres.archs import MMRB, CodecPriorNet, ComponentDiscriminator, GPENGenerator, StyleGAN2Discriminator, freeze_d
+from faceres.archs.stylegan2 import NoiseInjection, StyleGAN2Generator, upfirdn2d
+from faceres.weights import (discriminator_config_from_state_dict, gpen_config_from_state_dict, init_from_gpen, load_model,
+                             save_model)
+
+
+def numel(sd):
+    return sum(v.numel() for v in sd.values())
+
+
+# Counts published for the official classes (anchors.md §2.7), independent of our code.
+@pytest.mark.parametrize("cls,kwargs,keys,total", [
+    (GPENGenerator, dict(size=512, channel_multiplier=2, narrow=1), 163, 71_005_559),
+    (GPENGenerator, dict(size=256, channel_multiplier=1, narrow=0.5), 144, 18_879_298),
+    (StyleGAN2Discriminator, dict(size=512, channel_multiplier=2, narrow=1), 57, 28_983_073),
+    (StyleGAN2Discriminator, dict(size=256, channel_multiplier=1, narrow=0.5), 50, 6_003_169),
+])
+def test_gpen_key_and_element_counts(cls, kwargs, keys, total):
+    sd = cls(**kwargs).state_dict()
+    assert len(sd) == keys
+    assert numel(sd) == total
+
+
+def documented_state_dict(shared, appendix: str) -> dict[str, torch.Tensor]:
+    """Random tensors with exactly the keys/shapes listed in anchors.md's appendix."""
+    text = (shared / "reference" / "anchors.md").read_text()
+    section = text.split(f"## Appendix {appendix}")[1].split("```")[1]
+    sd = {}
+    for line in section.strip().splitlines():
+        m = re.match(r"(\S+)\s+\(([\d, ]*)\)", line.strip())
+        sd[m.group(1)] = torch.randn(*[int(s) for s in m.group(2).split(",") if s.strip()])
+    return sd
+
+
+@pytest.mark.parametrize("appendix,n_keys,expected", [
+    ("A", 163, dict(size=512, channel_multiplier=2, narrow=1.0, n_mlp=8, style_dim=512, isconcat=True)),
+    ("B", 144, dict(size=256, channel_multiplier=1, narrow=0.5, n_mlp=8, style_dim=512, isconcat=True)),
+])
+def test_gpen_generator_documented_keys_load_strictly(shared, appendix, n_keys, expected):
+    sd = documented_state_dict(shared, appendix)
+    assert len(sd) == n_keys
+    config = gpen_config_from_state_dict(sd)
+    assert {k: config[k] for k in expected} == expected
+    model = GPENGenerator(**{k: v for k, v in config.items() if k != "arch"})
+    model.load_state_dict(sd, strict=True)
+
+
+@pytest.mark.parametrize("appendix,n_keys,expected", [
+    ("C", 57, dict(size=512, channel_multiplier=2, narrow=1.0)),
+    ("D", 50, dict(size=256, channel_multiplier=1, narrow=0.5)),
+])
+def test_gpen_discriminator_documented_keys_load_strictly(shared, appendix, n_keys, expected):
+    sd = documented_state_dict(shared, appendix)
+    assert len(sd) == n_keys
+    config = discriminator_config_from_state_dict(sd)
+    assert {k: config[k] for k in expected} == expected
+    StyleGAN2Discriminator(**expected).load_state_dict(sd, strict=True)
+
+
+def test_gpen_config_inference_on_unusual_config():
+    sd = GPENGenerator(128, style_dim=128, n_mlp=4, channel_multiplier=2, narrow=0.125).state_dict()
+    assert gpen_config_from_state_dict(sd) == dict(arch="gpen", size=128, style_dim=128, n_mlp=4, channel_multiplier=2,
+                                                   narrow=0.125, isconcat=True)
+
+
+@pytest.mark.parametrize("name", ["gen64", "gen128"])
+@pytest.mark.parametrize("perturbed", [False, True])
+def test_gpen_generator_matches_upstream_outputs(fixtures_dir, name, perturbed):
+    fx = torch.load(fixtures_dir / f"{name}.pt", weights_only=True)
+    sd, ref = dict(fx["state_dict"]), fx
+    if perturbed:  # biases and noise weights moved off their init values: catches noise/bias wiring errors
+        extra = torch.load(fixtures_dir / f"{name}_extra.pt", weights_only=True)["perturbed"]
+        sd.update(extra["overrides"])
+        ref = extra
+    model = GPENGenerator(**fx["config"]).eval()
+    model.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        out, latent = model(fx["input"], return_latents=True)
+    torch.testing.assert_close(out, ref["output"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(latent, ref["latent"], rtol=1e-4, atol=1e-4)
+
+
+def test_gpen_discriminator_matches_upstream_outputs(fixtures_dir):
+    fx = torch.load(fixtures_dir / "disc64.pt", weights_only=True)
+    extra = torch.load(fixtures_dir / "disc64_extra.pt", weights_only=True)
+    d = StyleGAN2Discriminator(**fx["config"]).eval()
+    d.load_state_dict(fx["state_dict"], strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(d(fx["input"]), fx["output"], rtol=0, atol=1e-5)
+        # batch of 8 separates GPEN's whole-batch stddev from min(B, 4) grouping
+        torch.testing.assert_close(d(extra["batch8"]["input"]), extra["batch8"]["output"], rtol=0, atol=1e-5)
+        sd = dict(fx["state_dict"])
+        sd.update(extra["perturbed"]["overrides"])
+        d.load_state_dict(sd, strict=True)
+        torch.testing.assert_close(d(fx["input"]), extra["perturbed"]["output"], rtol=0, atol=1e-5)
+
+
+def test_upfirdn2d_upsample_matches_reference_loop():
+    x = torch.randn(1, 1, 3, 3)
+    k = torch.arange(16.0).view(4, 4)
+    got = upfirdn2d(x, k, up=2, pad=(2, 1))
+    z = torch.zeros(1, 1, 6, 6)
+    z[..., ::2, ::2] = x
+    z = torch.nn.functional.pad(z, (2, 1, 2, 1))
+    want = torch.zeros(1, 1, 6, 6)
+    for i in range(6):
+        for j in range(6):  # true convolution: flipped kernel
+            want[0, 0, i, j] = (z[0, 0, i:i + 4, j:j + 4] * k.flip(0, 1)).sum()
+    torch.testing.assert_close(got, want)
+
+
+def test_mmrb_structure_and_residual():
+    block = MMRB(8)
+    convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size[0] for c in convs] == [3, 5, 3, 5, 1]
+    assert [c.in_channels for c in convs] == [4, 4, 8, 8, 8]
+    assert sum(isinstance(m, torch.nn.PReLU) for m in block.modules()) == 5
+    x = torch.randn(2, 8, 16, 16)
+    assert block(x).shape == x.shape
+    torch.nn.init.zeros_(convs[-1].weight), torch.nn.init.zeros_(convs[-1].bias)
+    torch.testing.assert_close(block(x), x)  # fusion output 0 -> pure identity path
+    with pytest.raises(ValueError):
+        MMRB(7)
+
+
+def test_noise_injection_modes():
+    x, n = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    cat = NoiseInjection(isconcat=True)
+    cat.weight.data.fill_(0.5)
+    assert torch.equal(cat(x, n), torch.cat([x, 0.5 * n], 1))
+    add = NoiseInjection(isconcat=False)
+    add.weight.data.fill_(0.5)
+    assert torch.equal(add(x, n[:, :1]), x + 0.5 * n[:, :1])
+
+
+def count_mmrb(module):
+    return sum(isinstance(m, MMRB) for m in module.modules())
+
+
+def test_codec_prior_512_has_paper_structure():
+    net = CodecPriorNet(512)
+    codec = net.codec
+    assert count_mmrb(codec.enc_blocks) == 6  # one per scale except the first (512) and last (4x4)
+    assert count_mmrb(codec.dec_blocks) == 0  # decoder: one fewer per scale than the encoder
+    assert all(isinstance(layer.noise, NoiseInjection) and layer.noise.isconcat for layer in [net.generator.conv1, *net.generator.convs])
+    assert len(net.generator.style) == 9  # PixelNorm + 8-layer MLP
+    assert all(layer.lr_mul == 0.01 for layer in list(net.generator.style)[1:])
+    # decoder channels at each resolution == the generator's noise-branch channels there
+    for res, to_rgb in zip(codec.resolutions[::-1], codec.to_rgbs):
+        assert to_rgb.weight.shape[1] == net.generator.channels[res]
+
+
+def test_codec_prior_forward_backward_small():
+    net = CodecPriorNet(64, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.125, enc_blocks=2)
+    assert count_mmrb(net.codec.enc_blocks) == 6 and count_mmrb(net.codec.dec_blocks) == 4  # 3 inner scales x2; 4 dec scales x1
+    x = torch.randn(2, 3, 64, 64)
+    out, aux = net(x, return_aux=True)
+    assert out.shape == x.shape
+    assert [r.shape[-1] for r in aux["rgbs"]] == [4, 8, 16, 32, 64]
+    (out.square().mean() + sum(r.mean() for r in aux["rgbs"])).backward()
+    groups = net.param_groups()
+    assert all(p.grad is not None for p in groups["codec"])
+    assert sum(p.numel() for g in groups.values() for p in g) == sum(p.numel() for p in net.parameters())
+    assert len(groups["noise"]) == net.generator.num_noise_layers
+
+
+def test_codec_prior_fidelity_changes_output():
+    torch.manual_seed(0)
+    net = CodecPriorNet(64, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.125).eval()
+    for m in net.modules():
+        if isinstance(m, NoiseInjection):
+            m.weight.data.fill_(1.0)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        outs = [net(x, fidelity=f) for f in (0.0, 0.5, 1.0)]
+    assert not torch.allclose(outs[0], outs[2])
+    assert torch.equal(outs[2], net(x).detach())
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_codec_prior_sizes(size):
+    net = CodecPriorNet(size, style_dim=32, n_mlp=1, channel_multiplier=1, narrow=1 / 16)
+    assert net(torch.randn(1, 3, size, size)).shape[-1] == size
+    assert count_mmrb(net.codec) == int(torch.log2(torch.tensor(size))) - 3
+
+
+def test_codec_prior_rejects_bad_size():
+    with pytest.raises(ValueError):
+        CodecPriorNet(100)
+
+
+def test_init_from_gpen_prior():
+    kw = dict(size=64, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.25)
+    gpen = GPENGenerator(**kw)
+    net = CodecPriorNet(**kw)
+    report = init_from_gpen(net, gpen.state_dict())
+    assert len(report["loaded"]) == len(gpen.generator.state_dict())
+    assert all(k.startswith("codec.") for k in report["new"])
+    assert all(k.startswith(("ecd", "final_linear")) for k in report["skipped"])
+    assert torch.equal(net.generator.conv1.conv.weight, gpen.generator.conv1.conv.weight)
+
+
+def test_freeze_d_freezes_first_layers():
+    d = StyleGAN2Discriminator(64, channel_multiplier=1, narrow=0.25)
+    frozen = freeze_d(d, 3)
+    assert frozen and all(n.startswith(("convs.0.", "convs.1.", "convs.2.")) for n in frozen)
+    assert all(p.requires_grad for p in d.convs[3].parameters()) and all(p.requires_grad for p in d.final_linear.parameters())
+
+
+def test_component_discriminator_output_map():
+    d = ComponentDiscriminator()
+    logits, feats = d(torch.randn(2, 3, 80, 80), return_feats=True)
+    assert logits.shape == (2, 1, 20, 20) and len(feats) == 2
+
+
+def test_safetensors_roundtrip_keeps_arch(tmp_path):
+    arch = dict(arch="codec_prior", size=64, style_dim=32, n_mlp=1, channel_multiplier=1, narrow=0.125)
+    net = CodecPriorNet(**{k: v for k, v in arch.items() if k != "arch"}).eval()
+    path = tmp_path / "m.safetensors"
+    save_model(net, path, arch)
+    loaded, config = load_model(path)
+    assert config == arch
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_stylegan2_unconditional_generation_runs():
+    g = StyleGAN2Generator(32, style_dim=16, n_mlp=2, channel_multiplier=1, narrow=1 / 16)
+    img, _ = g(torch.randn(3, 16))  # noise=None: Gaussian noise of the right channel count per layer
+    assert img.shape == (3, 3, 32, 32)
