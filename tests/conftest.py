@@ -23,3 +23,28 @@ def fixtures_dir(shared) -> Path:
     if not d.is_dir():
         pytest.skip(f"GPEN fixtures not found at {d}")
     return d
+
+
+TINY_ARCH = dict(arch="codec_prior", size=128, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.125)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A real (randomly initialised) faceres network saved the way shipped models are."""
+    from faceres.archs import CodecPriorNet
+    from faceres.weights import save_model
+
+    torch.manual_seed(0)
+    net = CodecPriorNet(**{k: v for k, v in TINY_ARCH.items() if k != "arch"})
+    for name, p in net.generator.named_parameters():  # let the decoder features matter, as after training
+        if name.endswith("noise.weight"):
+            p.data.fill_(1.0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(net, path, TINY_ARCH)
+    return path
+
+
+@pytest.fixture
+def weights_env(shared, monkeypatch):
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(shared / "weights"))
+    return shared / "weights"

@@ -1,0 +1,230 @@
+"""The `faceres` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+OUTPUT_DIRS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
+EXT_FOR_INPUT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".tif": "tif", ".tiff": "tif", ".bmp": "bmp"}
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"faceres: error: {message}", file=sys.stderr)
+    return code
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' with 0 <= i < n; 'auto' reads RANK/WORLD_SIZE (torchrun)."""
+    if text == "auto":
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard expects i/n, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def add_restore_parser(sub):
+    p = sub.add_parser("restore", help="restore faces in photos (files, folders or globs)")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--model", default=None, help="registry name or checkpoint path (default: faceres's shipped model)")
+    p.add_argument("--detector", default="auto", help="auto | retinaface_resnet50 | retinaface_mobile0.25 | yunet | dlib")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("-s", "--upscale", type=float, default=2, help="output scale of the whole photo (default 2)")
+    p.add_argument("--fidelity", type=float, default=1.0,
+                   help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)")
+    p.add_argument("--aligned", action="store_true", help="inputs are already aligned face crops")
+    p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
+    p.add_argument("--min-eye-distance", type=float, default=5.0, help="ignore faces smaller than this (pixels between eyes)")
+    p.add_argument("--batch-size", type=int, default=4, help="faces per network call")
+    p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp", "tif"], help="format of restored_imgs")
+    p.add_argument("--suffix", default="", help="suffix added to restored file names")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
+    p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/n", help="process every n-th file from i (0-based)")
+    p.add_argument("--no-faces", action="store_true", help="write restored_imgs only (no per-face outputs)")
+    p.add_argument("--max-pixels", type=float, default=80e6, help="reject larger images (default 80 MP)")
+    p.set_defaults(func=cmd_restore)
+
+
+def _output_names(rel: Path, args) -> dict[str, Path]:
+    ext = args.ext if args.ext != "auto" else EXT_FOR_INPUT.get(rel.suffix.lower(), "png")
+    stem = rel.with_suffix("")
+    return {"image": args.output / "restored_imgs" / f"{stem}{args.suffix}.{ext}", "stem": stem}
+
+
+def _clean_partial_files(out: Path) -> int:
+    removed = 0
+    for d in OUTPUT_DIRS:
+        for f in (out / d).rglob(".*.part") if (out / d).is_dir() else []:
+            f.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _save_faces(result, stem: Path, out: Path):
+    import numpy as np
+
+    from .pipeline.images import Photo, encode_image, write_atomic
+
+    for idx, face in enumerate(result.faces):
+        name = f"{stem}_{idx:02d}.png"
+        cmp = np.concatenate([face.crop, face.restored], axis=1)
+        for folder, rgb in (("cropped_faces", face.crop), ("restored_faces", face.restored), ("cmp", cmp)):
+            write_atomic(out / folder / name, encode_image(Photo(rgb, gray=result.photo.gray), "png"))
+
+
+def _restore_one(restorer, path: Path, rel: Path, args) -> dict:
+    from .pipeline.images import encode_image, load_photo, write_atomic
+
+    names = _output_names(rel, args)
+    t = time.perf_counter()
+    photo = load_photo(path, int(args.max_pixels))
+    decode = time.perf_counter() - t
+    result = restorer.restore(photo)
+    if not args.no_faces:
+        _save_faces(result, names["stem"], args.output)
+    t = time.perf_counter()
+    write_atomic(names["image"], encode_image(result.photo, names["image"].suffix))  # last: its presence marks "done"
+    timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
+    entry = {"input": str(path), "output": str(names["image"]), "faces": len(result.faces),
+             "boxes": [[round(float(v), 1) for v in f.box] for f in result.faces],
+             "scores": [round(f.score, 4) for f in result.faces],
+             "seconds": {k: round(v, 4) for k, v in timings.items()}}
+    if photo.notes:
+        entry["notes"] = list(photo.notes)
+    if not result.faces:
+        entry["notes"] = entry.get("notes", []) + ["no face found"]
+    return entry
+
+
+def cmd_restore(args) -> int:
+    from tqdm import tqdm
+
+    from .pipeline.images import ImageError, list_images, write_atomic
+    from .pipeline.restorer import FaceRestorer
+    from .weights import DEFAULT_RESTORER, WeightsError
+
+    if not 0 <= args.fidelity <= 1:
+        return fail(f"--fidelity must be in [0, 1], got {args.fidelity}")
+    files = list_images(args.inputs, args.recursive)
+    shard_i, shard_n = args.shard
+    files = files[shard_i::shard_n]
+    if not files:
+        return fail(f"no images found in {' '.join(args.inputs)}")
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        _clean_partial_files(args.output)
+        restorer = FaceRestorer(args.model or DEFAULT_RESTORER, args.detector, args.device, args.upscale, args.fidelity,
+                                args.only_center_face, args.aligned, args.min_eye_distance, args.batch_size)
+    except (WeightsError, ValueError, OSError) as err:
+        return fail(str(err))
+    print(f"faceres: model {args.model or DEFAULT_RESTORER} on {restorer.device}, detector {restorer.detector_name}, "
+          f"{len(files)} image(s)", file=sys.stderr)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    entries, failed, n_faces, interrupted = [], 0, 0, False
+    t0 = time.perf_counter()
+    bar = tqdm(files, unit="img", file=sys.stderr)
+    try:
+        for path, rel in bar:
+            target = _output_names(rel, args)["image"]
+            if target.exists() and not args.overwrite:
+                entries.append({"input": str(path), "output": str(target), "skipped": "output exists"})
+                continue
+            try:
+                entry = _restore_one(restorer, path, rel, args)
+                n_faces += entry["faces"]
+            except (ImageError, OSError) as err:
+                entry = {"input": str(path), "error": str(err)}
+            except Exception as err:  # one bad file must not stop the batch
+                entry = {"input": str(path), "error": f"{err.__class__.__name__}: {err}"}
+            if "error" in entry:
+                failed += 1
+                tqdm.write(f"faceres: {path}: {entry['error']}", file=sys.stderr)
+            entries.append(entry)
+            bar.set_postfix(faces=n_faces, faces_per_s=f"{n_faces / (time.perf_counter() - t0):.2f}")
+    except KeyboardInterrupt:
+        interrupted = True
+        print("faceres: interrupted; finished outputs are complete, re-run to continue", file=sys.stderr)
+    report = {"model": args.model or DEFAULT_RESTORER, "detector": restorer.detector_name, "device": str(restorer.device),
+              "upscale": args.upscale, "fidelity": args.fidelity, "images": entries, "failed": failed,
+              "faces": n_faces, "interrupted": interrupted, "seconds": round(time.perf_counter() - t0, 3)}
+    name = "report.json" if shard_n == 1 else f"report.shard{shard_i}-of-{shard_n}.json"
+    try:
+        write_atomic(args.output / name, json.dumps(report, indent=1).encode())
+    except OSError as err:
+        print(f"faceres: cannot write report: {err}", file=sys.stderr)
+    print(f"faceres: {len(entries) - failed} ok, {failed} failed, {n_faces} faces -> {args.output}", file=sys.stderr)
+    return 130 if interrupted else (1 if failed else 0)
+
+
+def add_weights_parser(sub):
+    p = sub.add_parser("weights", help="list, download or verify model weights")
+    wsub = p.add_subparsers(dest="action", required=True)
+    wsub.add_parser("list", help="registry entries and where each file was found")
+    d = wsub.add_parser("download", help="download a registry entry into the cache")
+    d.add_argument("name")
+    v = wsub.add_parser("verify", help="check size and sha256 of files found locally")
+    v.add_argument("names", nargs="*")
+    p.set_defaults(func=cmd_weights)
+
+
+def cmd_weights(args) -> int:
+    from .weights import REGISTRY, WeightsError, download, resolve
+
+    if args.action == "list":
+        for spec in REGISTRY.values():
+            try:
+                where = str(resolve(spec.name, allow_download=False))
+            except WeightsError:
+                where = "not found"
+            size = f"{spec.size / 1e6:.1f} MB" if spec.size else "?"
+            print(f"{spec.name:26s} {spec.kind:13s} {size:>9s}  {spec.licence}  [{where}]")
+        return 0
+    if args.action == "download":
+        if args.name not in REGISTRY:
+            return fail(f"unknown weights {args.name!r}")
+        try:
+            print(download(REGISTRY[args.name]))
+        except WeightsError as err:
+            return fail(str(err))
+        return 0
+    bad = 0
+    for name in args.names or list(REGISTRY):
+        try:
+            print(f"ok       {name}: {resolve(name, allow_download=False)}")
+        except WeightsError as err:
+            missing = "not found" in str(err)
+            bad += not missing or bool(args.names)
+            print(f"{'missing' if missing else 'BAD':8s} {name}: {err}")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faceres", description="Restore faces in old and degraded photographs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_restore_parser(sub)
+    add_weights_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""detect -> align -> restore -> paste."""
+
+from .restorer import FaceRestorer, RestoredFace, RestoreResult
+
+__all__ = ["FaceRestorer", "RestoreResult", "RestoredFace"]

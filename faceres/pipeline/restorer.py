@@ -1,0 +1,180 @@
+"""FaceRestorer: detect -> align -> restore -> paste, the one pipeline the CLI and the app share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..weights import DEFAULT_RESTORER, load_model
+from .align import estimate_affine, warp_face
+from .detect import Face, build_detector
+from .images import Photo, load_photo, looks_gray
+from .paste import paste_face
+
+
+@dataclass
+class RestoredFace:
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    affine: np.ndarray  # 2x3, photo -> crop
+    crop: np.ndarray  # float RGB (size, size, 3): the aligned input face
+    restored: np.ndarray  # float RGB (size, size, 3)
+
+
+@dataclass
+class RestoreResult:
+    photo: Photo  # restored, upscaled; keeps the input's alpha/grey/bit depth
+    faces: list[RestoredFace]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.photo.rgb
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def center_face(faces: list[Face], shape) -> list[Face]:
+    if not faces:
+        return faces
+    cy, cx = shape[0] / 2, shape[1] / 2
+    return [min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)]
+
+
+class FaceRestorer:
+    """Restore every face in a photo.
+
+    model: registry name, checkpoint path (.safetensors, or a GPEN .pth) or an nn.Module with `.size`.
+    fidelity: 0..1, scales the input-derived features the network feeds into the StyleGAN2
+        prior's noise branches. 1 (default) = as trained, closest to the input; lower values let
+        the prior invent more (smoother, more generic faces). It changes the network's computation,
+        not a pixel blend.
+    upscale: output size factor for the whole photo; faces are pasted at that scale.
+    """
+
+    def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, detector: str = "auto", device: str = "auto",
+                 upscale: float = 2, fidelity: float = 1.0, only_center_face: bool = False, aligned: bool = False,
+                 min_eye_distance: float = 5.0, batch_size: int = 4, det_max_side: int | None = 2048):
+        if not 0.0 <= fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+        if upscale <= 0:
+            raise ValueError(f"upscale must be positive, got {upscale}")
+        self.device = pick_device(device)
+        if isinstance(model, nn.Module):
+            self.net, self.model_config = model, {"arch": type(model).__name__}
+        else:
+            self.net, self.model_config = load_model(model)
+        self.net = self.net.to(self.device).eval()
+        self.size = int(self.net.size)
+        self.upscale, self.fidelity = upscale, fidelity
+        self.only_center_face, self.aligned = only_center_face, aligned
+        self.min_eye_distance, self.batch_size, self.det_max_side = min_eye_distance, batch_size, det_max_side
+        self.detector = None if aligned else build_detector(detector, str(self.device))
+
+    @property
+    def detector_name(self) -> str:
+        return "none (aligned input)" if self.detector is None else self.detector.name
+
+    # ------------------------------------------------------------------ network
+
+    @torch.no_grad()
+    def restore_crops(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Aligned float RGB crops (size x size) -> restored crops, in batches."""
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            x = torch.from_numpy(np.stack(crops[i:i + self.batch_size])).permute(0, 3, 1, 2).to(self.device)
+            x = x * 2 - 1
+            y = self.net.restore(x, fidelity=self.fidelity) if hasattr(self.net, "restore") else self.net(x)
+            y = ((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+            out.extend(list(y))
+        return out
+
+    # ------------------------------------------------------------------ stages
+
+    def detect(self, photo: Photo) -> list[Face]:
+        bgr = photo.bgr8
+        scale = 1.0
+        if self.det_max_side and max(bgr.shape[:2]) > self.det_max_side:
+            scale = self.det_max_side / max(bgr.shape[:2])
+            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        faces = self.detector.detect(bgr)
+        for f in faces:
+            f.box, f.landmarks = f.box / scale, f.landmarks / scale
+        faces = [f for f in faces if f.eye_distance >= self.min_eye_distance]
+        return center_face(faces, photo.rgb.shape) if self.only_center_face else faces
+
+    def restore(self, image: Photo | np.ndarray | str | Path) -> RestoreResult:
+        """image: a Photo, a path, or an RGB array (uint8, or float in [0, 1])."""
+        photo = self._as_photo(image)
+        timings = {}
+        if self.aligned:
+            return self._restore_aligned(photo, timings)
+        t = time.perf_counter()
+        faces = self.detect(photo)
+        timings["detect"] = time.perf_counter() - (t0 := t)
+        t = time.perf_counter()
+        affines = [estimate_affine(f.landmarks, self.size) for f in faces]
+        crops = [warp_face(photo.rgb, M, self.size) for M in affines]
+        timings["align"] = time.perf_counter() - t
+        t = time.perf_counter()
+        restored = [self._match_gray(r, photo) for r in self.restore_crops(crops)]
+        timings["restore"] = time.perf_counter() - t
+        t = time.perf_counter()
+        h, w = photo.rgb.shape[:2]
+        out_size = (round(w * self.upscale), round(h * self.upscale))
+        canvas = photo.rgb if self.upscale == 1 else cv2.resize(photo.rgb, out_size, interpolation=cv2.INTER_LANCZOS4)
+        for M, face in zip(affines, restored):
+            canvas = paste_face(canvas, face, M, self.upscale)
+        alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size, interpolation=cv2.INTER_LINEAR)
+        timings["paste"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        out = Photo(np.clip(canvas, 0, 1).astype(np.float32), alpha, photo.gray, photo.bits, photo.notes)
+        results = [RestoredFace(f.box, f.score, f.landmarks, M, c, r) for f, M, c, r in zip(faces, affines, crops, restored)]
+        return RestoreResult(out, results, timings)
+
+    def _restore_aligned(self, photo: Photo, timings: dict) -> RestoreResult:
+        t = time.perf_counter()
+        h, w = photo.rgb.shape[:2]
+        crop = cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR)
+        restored = self._match_gray(self.restore_crops([crop])[0], photo)
+        out_size = (round(w * self.upscale), round(h * self.upscale))
+        rgb = cv2.resize(restored, out_size, interpolation=cv2.INTER_LANCZOS4)
+        alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size)
+        timings["restore"] = timings["total"] = time.perf_counter() - t
+        M = np.array([[self.size / w, 0, 0], [0, self.size / h, 0]], np.float32)
+        face = RestoredFace(np.array([0, 0, w, h], np.float32), 1.0, np.zeros((5, 2), np.float32), M, crop, restored)
+        return RestoreResult(Photo(np.clip(rgb, 0, 1), alpha, photo.gray, photo.bits, photo.notes), [face], timings)
+
+    @staticmethod
+    def _match_gray(face: np.ndarray, photo: Photo) -> np.ndarray:
+        """Greyscale photos stay greyscale: drop any colour the prior adds."""
+        if not photo.gray:
+            return face
+        return np.repeat(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+
+    @staticmethod
+    def _as_photo(image) -> Photo:
+        if isinstance(image, Photo):
+            return image
+        if isinstance(image, (str, Path)):
+            return load_photo(image)
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        arr = arr[..., :3].astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+        return Photo(arr, None, looks_gray(arr))

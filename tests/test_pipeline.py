@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from faceres.pipeline import FaceRestorer
+from faceres.pipeline.align import estimate_affine, inverse_affine, template
+from faceres.pipeline.detect import build_detector
+from faceres.pipeline.images import load_photo
+
+
+class IdentityRestorer(torch.nn.Module):
+    """Returns the aligned crop unchanged: isolates alignment + inverse affine + paste."""
+
+    size = 512
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("detector", ["retinaface_mobile0.25", "yunet"])
+def test_detectors_find_six_faces_in_t1(weights_env, shared, detector):
+    det = build_detector(detector)
+    faces = det.detect(load_photo(shared / "data/multi-face/t1.jpg").bgr8)
+    assert len(faces) == 6
+    for f in faces:  # landmark order: left eye left of right eye, eyes above mouth
+        assert f.landmarks[0, 0] < f.landmarks[1, 0]
+        assert f.landmarks[:2, 1].mean() < f.landmarks[3:, 1].mean()
+
+
+def test_auto_detector_prefers_retinaface(weights_env):
+    assert build_detector("auto").name == "retinaface-mobilenet0.25"
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_identity_restorer_paste_reproduces_input(weights_env, shared, upscale):
+    import cv2
+
+    photo = load_photo(shared / "data/multi-face/t1.jpg")
+    result = FaceRestorer(IdentityRestorer(), detector="retinaface_mobile0.25", upscale=upscale).restore(photo)
+    assert len(result.faces) == 6
+    ref = photo.rgb if upscale == 1 else cv2.resize(photo.rgb, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_LANCZOS4)
+    diff = np.abs(result.image - ref) * 255
+    assert diff.mean() < 0.5
+    assert np.percentile(diff, 99.9) < 10
+    # a one-pixel misalignment of the paste would be far larger than resampling noise
+    shifted = np.abs(np.roll(ref, 1, axis=1) - ref) * 255
+    assert np.percentile(diff, 99.9) < np.percentile(shifted, 99.9) / 2
+
+
+def test_inverse_affine_maps_template_back_to_landmarks():
+    lm = np.array([[100, 120], [140, 118], [121, 145], [104, 165], [138, 164]], np.float32)
+    M = estimate_affine(lm, 256)
+    for up in (1, 2, 3):
+        inv = inverse_affine(M, up)
+        back = template(256) @ inv[:, :2].T + inv[:, 2]
+        # landmarks in the upscaled photo, pixel centres aligned: up * p + (up - 1) / 2
+        np.testing.assert_allclose(back, lm * up + (up - 1) / 2, atol=3 * up)
+
+
+def fidelity_distances(model_path, crop):
+    restorer = FaceRestorer(model_path, aligned=True, upscale=1, device="cpu")
+    outs = {}
+    for f in (0.0, 0.25, 0.5, 0.75, 1.0):
+        restorer.fidelity = f
+        outs[f] = restorer.restore_crops([crop])[0]
+    return [float(np.abs(outs[f] - outs[1.0]).mean()) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+
+
+def test_fidelity_moves_output_monotonically(tiny_model, shared):
+    import cv2
+
+    crop = cv2.resize(load_photo(shared / "data/real-lq/cropped" / sorted((shared / "data/real-lq/cropped").iterdir())[0].name).rgb,
+                      (128, 128), interpolation=cv2.INTER_AREA)
+    d = fidelity_distances(tiny_model, crop)
+    assert d[-1] == 0
+    assert all(a > b for a, b in zip(d, d[1:])), d
+
+
+def test_grey_photo_stays_grey(tiny_model, weights_env, shared):
+    photo = load_photo(shared / "data/old-photos/106000_gray.png")
+    assert photo.gray
+    result = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", upscale=1).restore(photo)
+    assert result.faces
+    rgb = result.image
+    assert np.abs(rgb - rgb.mean(axis=2, keepdims=True)).max() < 1e-5
+
+
+def test_only_center_face(tiny_model, weights_env, shared):
+    r = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", only_center_face=True, upscale=1)
+    assert len(r.restore(shared / "data/multi-face/t1.jpg").faces) == 1
+
+
+def test_batch_size_does_not_change_results(tiny_model, weights_env, shared):
+    photo = load_photo(shared / "data/multi-face/t1.jpg")
+    a = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", batch_size=1, upscale=1).restore(photo)
+    b = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", batch_size=6, upscale=1).restore(photo)
+    np.testing.assert_allclose(a.image, b.image, atol=1e-4)
