@@ -5,6 +5,8 @@ names a file, where to get it, its checksum and licence, and (for restorers) the
 architecture config to build. Resolution order for a name:
 
     explicit path -> $FACERES_WEIGHTS_DIR -> the repository's weights/ -> user cache -> download
+
+FACERES_OFFLINE=1 turns downloading off.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def resolve(name_or_path: str | os.PathLike, allow_download: bool = True) -> Pat
         if candidate.is_file():
             check_file(candidate, spec)
             return candidate
-    if not allow_download:
+    if not allow_download or os.environ.get("FACERES_OFFLINE"):
         raise WeightsError(_missing_message(spec, "downloading is off"))
     return download(spec)
 

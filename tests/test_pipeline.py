@@ -17,7 +17,7 @@ class IdentityRestorer(torch.nn.Module):
         return x
 
 
-@pytest.mark.parametrize("detector", ["retinaface_mobile0.25", "yunet"])
+@pytest.mark.parametrize("detector", ["retinaface_mobile0.25", "yunet", "dlib"])
 def test_detectors_find_six_faces_in_t1(weights_env, shared, detector):
     det = build_detector(detector)
     faces = det.detect(load_photo(shared / "data/multi-face/t1.jpg").bgr8)

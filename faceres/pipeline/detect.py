@@ -3,7 +3,9 @@ ordered (left eye, right eye, nose, left mouth corner, right mouth corner) in im
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +67,15 @@ class YuNetDetector:
         return faces
 
 
+def dlib_model_file(name: str) -> Path:
+    """A model file shipped by the `face-recognition-models` package, found without importing it
+    (its __init__ needs pkg_resources, which recent setuptools no longer provides)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or importlib.util.find_spec("dlib") is None:
+        raise WeightsError("dlib models need the dlib extra: pip install 'faceres[dlib]'")
+    return Path(spec.submodule_search_locations[0]) / "models" / name
+
+
 class DlibDetector:
     """Offline fallback from PyPI: dlib's HOG detector + 68-point predictor reduced to 5 points
     (`pip install 'faceres[dlib]'`: dlib-bin, face-recognition-models)."""
@@ -72,13 +83,10 @@ class DlibDetector:
     name = "dlib"
 
     def __init__(self, upsample: int = 1):
-        try:
-            import dlib
-            import face_recognition_models as frm
-        except ImportError as err:
-            raise WeightsError("the dlib detector needs the dlib extra: pip install 'faceres[dlib]'") from err
+        import dlib
+
         self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+        self.predictor = dlib.shape_predictor(str(dlib_model_file("shape_predictor_68_face_landmarks.dat")))
         self.upsample = upsample
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
