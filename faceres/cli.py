@@ -213,11 +213,56 @@ def cmd_weights(args) -> int:
     return 1 if bad else 0
 
 
+def add_train_parser(sub):
+    p = sub.add_parser("train", help="train a model from a BasicSR-style options YAML")
+    p.add_argument("-opt", "--options", required=True, type=Path, help="options file, e.g. options/train_faceres_512.yml")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", default=None, help="checkpoint path or 'auto' (overrides path.resume)")
+    p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (schedule unchanged)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an option, e.g. --set train.batch_size=8 (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .train.options import OptionsError, load_options
+    from .train.trainer import train
+    from .weights import WeightsError
+
+    try:
+        overrides = list(args.overrides) + ([f"path.resume={args.resume}"] if args.resume else [])
+        opts = load_options(args.options, overrides)
+        train(opts, args.device, args.max_iters)
+    except (OptionsError, WeightsError, FileNotFoundError) as err:
+        return fail(f"{args.options}: {err}")
+    return 0
+
+
+def add_landmarks_parser(sub):
+    p = sub.add_parser("prepare-landmarks", help="68-point landmarks (dlib) for a folder of aligned faces")
+    p.add_argument("folder", type=Path)
+    p.add_argument("-o", "--output", type=Path, default=None, help="JSON file (default: FOLDER/landmarks68.json)")
+    p.set_defaults(func=cmd_landmarks)
+
+
+def cmd_landmarks(args) -> int:
+    from .data.components import prepare_landmarks
+    from .weights import WeightsError
+
+    try:
+        print(prepare_landmarks(args.folder, args.output))
+    except (WeightsError, FileNotFoundError) as err:
+        return fail(str(err))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceres", description="Restore faces in old and degraded photographs.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_restore_parser(sub)
     add_weights_parser(sub)
+    add_train_parser(sub)
+    add_landmarks_parser(sub)
     return parser
 
 

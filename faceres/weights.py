@@ -12,6 +12,7 @@ FACERES_OFFLINE=1 turns downloading off.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -74,6 +75,9 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec("arcface-irse50", "recognition_arcface_ir_se50.pth", "recognizer",
                    _FACEXLIB_URL + "v0.1.0/recognition_arcface_ir_se50.pth",
                    licence="insightface models: non-commercial research only"),
+        WeightSpec("vgg19", "vgg19-dcbb9e9d.pth", "backbone", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                   size=574_673_361, licence="torchvision (BSD-3-Clause); ImageNet-trained",
+                   note="perceptual/feature-matching loss; features.* keys are used"),
         WeightSpec("realesrgan-x2", "RealESRGAN_x2plus.pth", "upsampler",
                    "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
                    licence="BSD-3-Clause"),
@@ -83,6 +87,15 @@ REGISTRY: dict[str, WeightSpec] = {
 }
 
 DEFAULT_RESTORER = "faceres-v0"
+
+
+def dlib_model_file(name: str) -> Path:
+    """A model file shipped by the `face-recognition-models` package, found without importing it
+    (its __init__ needs pkg_resources, which recent setuptools no longer provides)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or importlib.util.find_spec("dlib") is None:
+        raise WeightsError("dlib models need the dlib extra: pip install 'faceres[dlib]'")
+    return Path(spec.submodule_search_locations[0]) / "models" / name
 
 
 def cache_dir() -> Path:

@@ -11,6 +11,7 @@ from .stylegan2 import StyleGAN2Generator
 ARCHS: dict[str, type[nn.Module]] = {
     "codec_prior": CodecPriorNet,
     "gpen": GPENGenerator,
+    "stylegan2_g": StyleGAN2Generator,
     "stylegan2_d": StyleGAN2Discriminator,
     "component_d": ComponentDiscriminator,
 }

@@ -3,13 +3,11 @@ ordered (left eye, right eye, nose, left mouth corner, right mouth corner) in im
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..weights import REGISTRY, WeightsError, resolve
+from ..weights import REGISTRY, WeightsError, dlib_model_file, resolve
 
 
 @dataclass
@@ -65,15 +63,6 @@ class YuNetDetector:
             x, y, w, h = r[:4]
             faces.append(Face(np.array([x, y, x + w, y + h], np.float32), float(r[14]), r[4:14].reshape(5, 2).astype(np.float32)))
         return faces
-
-
-def dlib_model_file(name: str) -> Path:
-    """A model file shipped by the `face-recognition-models` package, found without importing it
-    (its __init__ needs pkg_resources, which recent setuptools no longer provides)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or importlib.util.find_spec("dlib") is None:
-        raise WeightsError("dlib models need the dlib extra: pip install 'faceres[dlib]'")
-    return Path(spec.submodule_search_locations[0]) / "models" / name
 
 
 class DlibDetector:

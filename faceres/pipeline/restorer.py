@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..devices import pick_device
 from ..weights import DEFAULT_RESTORER, load_model
 from .align import estimate_affine, warp_face
 from .detect import Face, build_detector
@@ -37,16 +38,6 @@ class RestoreResult:
     @property
     def image(self) -> np.ndarray:
         return self.photo.rgb
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def center_face(faces: list[Face], shape) -> list[Face]:

@@ -1,0 +1,114 @@
+"""Synthetic degradation of seed 001, eq. (17): x = [(y * k)↓s + n_δ]_JPEG_q, then back to size.
+
+Blur sigma and motion length are in pixels of a `reference_size` (512) face and scale with
+the actual size, so a 128² model sees the same blur relative to the face; the downsampling
+factor, noise and JPEG quality apply as drawn.
+
+Parameters are drawn first (`sample_params`) and applied second (`degrade`), so a test set can
+store exactly what was drawn per image and training stays reproducible from a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class DegradationOpts:
+    blur_kernel_size: int = 41
+    blur_sigma: tuple[float, float] = (0.1, 10.0)  # Gaussian (iso/aniso)
+    motion_prob: float = 0.3  # share of motion-blur kernels
+    motion_length: tuple[float, float] = (3.0, 25.0)  # pixels at 512² (scaled with size)
+    scale: tuple[float, float] = (0.4, 8.0)  # downsampling factor s
+    noise: tuple[float, float] = (0.0, 25.0)  # Gaussian σ, 0-255 units
+    jpeg: tuple[float, float] = (5.0, 50.0)  # JPEG quality
+    gray_prob: float = 0.0  # grey LQ and GT (so B&W photos stay B&W)
+    color_jitter_prob: float = 0.0
+    color_jitter_shift: float = 20.0  # 0-255 units, per channel, LQ only
+    reference_size: int = 512  # blur sizes are given at this face size and scaled to the actual one
+
+    def validate(self):
+        for name in ("blur_sigma", "motion_length", "scale", "noise", "jpeg"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"degradation.{name}: range [{lo}, {hi}] is empty")
+        if self.blur_kernel_size % 2 == 0:
+            raise ValueError(f"degradation.blur_kernel_size must be odd, got {self.blur_kernel_size}")
+        if not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
+            raise ValueError(f"degradation.jpeg must lie in [1, 100], got {self.jpeg}")
+
+
+DEGRADATION_PRESETS = {
+    "paper": DegradationOpts(),
+    "x4": DegradationOpts(blur_sigma=(0.1, 3.0), motion_prob=0.0, scale=(4.0, 4.0), noise=(0.0, 10.0), jpeg=(60.0, 95.0)),
+    "x8": DegradationOpts(blur_sigma=(0.1, 3.0), motion_prob=0.0, scale=(8.0, 8.0), noise=(0.0, 10.0), jpeg=(60.0, 95.0)),
+}
+
+
+def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
+    u = lambda r: float(rng.uniform(*r))  # noqa: E731
+    if rng.random() < opts.motion_prob:
+        blur = {"type": "motion", "length": u(opts.motion_length), "angle": u((0.0, 180.0))}
+    else:
+        blur = {"type": "gaussian", "sigma_x": u(opts.blur_sigma), "sigma_y": u(opts.blur_sigma), "theta": u((0.0, math.pi))}
+    params = {"blur": blur, "scale": u(opts.scale), "noise": u(opts.noise), "jpeg": int(round(u(opts.jpeg))),
+              "noise_seed": int(rng.integers(2**31)), "gray": bool(rng.random() < opts.gray_prob)}
+    if rng.random() < opts.color_jitter_prob:
+        params["color_shift"] = [u((-opts.color_jitter_shift, opts.color_jitter_shift)) for _ in range(3)]
+    return params
+
+
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
+    """Anisotropic Gaussian (isotropic when sigma_x == sigma_y), rotated by theta."""
+    r = np.arange(size) - size // 2
+    xx, yy = np.meshgrid(r, r)
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    k = np.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return (k / k.sum()).astype(np.float32)
+
+
+def motion_kernel(size: int, length: float, angle_deg: float) -> np.ndarray:
+    """A line of `length` pixels through the centre at `angle_deg`, anti-aliased by drawing at 4x."""
+    big = np.zeros((size * 4, size * 4), np.float32)
+    c = size * 2
+    dx, dy = math.cos(math.radians(angle_deg)) * length * 2, math.sin(math.radians(angle_deg)) * length * 2
+    cv2.line(big, (int(c - dx), int(c - dy)), (int(c + dx), int(c + dy)), 1.0, thickness=4)
+    k = cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+    return k / max(k.sum(), 1e-8)
+
+
+def blur_kernel(params: dict, size: int, rel: float) -> np.ndarray:
+    """`rel`: actual face size / reference size."""
+    b = params["blur"]
+    if b["type"] == "motion":
+        return motion_kernel(size, max(1.0, b["length"] * rel), b["angle"])
+    return gaussian_kernel(size, max(0.1, b["sigma_x"] * rel), max(0.1, b["sigma_y"] * rel), b["theta"])
+
+
+def to_gray3(img: np.ndarray) -> np.ndarray:
+    return np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+
+
+def degrade(gt: np.ndarray, params: dict, kernel_size: int = 41, reference_size: int = 512) -> np.ndarray:
+    """gt: float32 RGB [0, 1] (H, W, 3). Returns the LQ image at the same size, float32 [0, 1]."""
+    h, w = gt.shape[:2]
+    x = cv2.filter2D(gt, -1, blur_kernel(params, kernel_size, w / reference_size), borderType=cv2.BORDER_REFLECT)
+    s = params["scale"]
+    x = cv2.resize(x, (max(1, round(w / s)), max(1, round(h / s))), interpolation=cv2.INTER_LINEAR)
+    if params["noise"] > 0:
+        rng = np.random.default_rng(params["noise_seed"])
+        x = x + rng.normal(0, params["noise"] / 255.0, x.shape).astype(np.float32)
+    x = np.clip(x, 0, 1)
+    ok, buf = cv2.imencode(".jpg", (x[..., ::-1] * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, params["jpeg"]])
+    x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+    x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
+    if "color_shift" in params:
+        x = x + np.array(params["color_shift"], np.float32) / 255.0
+    if params.get("gray"):
+        x = to_gray3(x)
+    return np.clip(x, 0, 1).astype(np.float32)

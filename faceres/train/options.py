@@ -1,0 +1,257 @@
+"""Typed training options loaded from BasicSR-style YAML (sections: datasets, network_g,
+network_d, path, train, val, logger). Unknown keys and wrong types are errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..data import DatasetOpts, DegradationOpts
+
+
+class OptionsError(ValueError):
+    pass
+
+
+@dataclass
+class NetworkGOpts:
+    arch: str = "codec_prior"
+    size: int = 512
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: float = 2
+    narrow: float = 1.0
+    enc_blocks: int = 1
+
+
+@dataclass
+class NetworkDOpts:
+    channel_multiplier: float = 2
+    narrow: float = 1.0
+    freeze_layers: int = 5  # FreezeD: first N trunk entries of the global D (fromRGB + ResBlocks)
+    component_channels: tuple[int, int, int] = (64, 128, 256)
+
+
+@dataclass
+class PathOpts:
+    experiments_root: str = "experiments"
+    prior_g: str | None = None  # StyleGAN2 prior -> generator.*: a `mode: prior` export or a GPEN-BFR .pth
+    prior_d: str | None = None  # global D init: a `mode: prior` export or a GPEN-BFR-D .pth
+    resume: str | None = None  # checkpoint path or "auto" (latest in experiments_root/name)
+
+
+@dataclass
+class FeatureLossOpts:
+    weight: float = 0.02
+    type: str = "vgg19"  # vgg19 | discriminator_features | none
+    weights: str = "vgg19"  # registry name or path (vgg19 only)
+
+
+@dataclass
+class IdentityLossOpts:
+    weight: float = 10.0
+    type: str = "arcface"  # arcface | none
+    weights: str = "arcface-irse50"
+
+
+@dataclass
+class FFLOpts:
+    """Focal frequency loss (seed 004)."""
+
+    weight: float = 0.0  # 0 = off
+    alpha: float = 1.0
+    patch_factor: int = 1
+    log_matrix: bool = False
+    batch_matrix: bool = False
+
+
+@dataclass
+class GFLOpts:
+    """Guided frequency loss (seed 000): high-pass band from omega0 to omega_final in `stages`."""
+
+    weight: float = 0.0  # 0 = off
+    omega0: float = 0.8  # normalised radius, 1 = Nyquist
+    omega_final: float = 0.2
+    stages: int = 5
+    mode: str = "static"  # static (every total_iter/stages iterations) | dynamic (GFL < threshold)
+    thresholds: tuple[float, ...] = ()  # L_t per stage (dynamic mode); the last one repeats
+
+
+@dataclass
+class LossOpts:
+    l1: float = 8.0
+    multiscale_l1: float = 1.0
+    gan_global: float = 0.5
+    gan_local: float = 3.0
+    feature_matching: FeatureLossOpts = field(default_factory=FeatureLossOpts)
+    identity: IdentityLossOpts = field(default_factory=IdentityLossOpts)
+    ffl: FFLOpts = field(default_factory=FFLOpts)
+    gfl: GFLOpts = field(default_factory=GFLOpts)
+
+
+@dataclass
+class LearningRates:
+    codec: float = 2e-3
+    generator: float = 2e-4
+    noise: float = 2e-3
+    local_d: float = 2e-3
+    global_d: float = 2e-5
+
+
+@dataclass
+class TrainOpts:
+    mode: str = "restoration"  # restoration | prior (unconditional StyleGAN2 pretraining)
+    total_iter: int = 700_000
+    batch_size: int = 4  # per process
+    lr: LearningRates = field(default_factory=LearningRates)
+    betas: tuple[float, float] = (0.9, 0.99)
+    milestones: tuple[int, ...] = (500_000, 600_000)
+    gamma: float = 0.5
+    ema_decay: float = 0.999
+    r1_weight: float = 10.0
+    d_reg_every: int = 16
+    bf16: bool = True  # autocast on CUDA only
+    losses: LossOpts = field(default_factory=LossOpts)
+
+
+@dataclass
+class ValOpts:
+    every: int = 5000
+    max_images: int = 50
+
+
+@dataclass
+class LoggerOpts:
+    print_every: int = 100
+    save_every: int = 5000
+    tensorboard: bool = True
+
+
+@dataclass
+class DatasetsOpts:
+    train: DatasetOpts
+    val: DatasetOpts | None = None
+
+
+@dataclass
+class Options:
+    name: str
+    datasets: DatasetsOpts
+    seed: int = 0
+    network_g: NetworkGOpts = field(default_factory=NetworkGOpts)
+    network_d: NetworkDOpts = field(default_factory=NetworkDOpts)
+    path: PathOpts = field(default_factory=PathOpts)
+    train: TrainOpts = field(default_factory=TrainOpts)
+    val: ValOpts = field(default_factory=ValOpts)
+    logger: LoggerOpts = field(default_factory=LoggerOpts)
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.path.experiments_root) / self.name
+
+
+def _convert(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise OptionsError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, key)
+            except OptionsError as err:
+                errors.append(str(err))
+        raise OptionsError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise OptionsError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, key) for v in value)
+        if len(args) != len(value):
+            raise OptionsError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(a, v, key) for a, v in zip(args, value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is type(None) and value is None:
+        return None
+    if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise OptionsError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise OptionsError(f"unknown option(s) {', '.join(f'{prefix}.{k}'.lstrip('.') for k in sorted(unknown))}; "
+                           f"valid under {prefix or 'top level'}: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}".lstrip(".")) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise OptionsError(f"{prefix or 'options'}: {err}") from None
+
+
+def _expand(obj):
+    if isinstance(obj, str):
+        return os.path.expandvars(obj)
+    if isinstance(obj, dict):
+        return {k: _expand(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_expand(v) for v in obj]
+    return obj
+
+
+def _set_dotted(data: dict, dotted: str, value):
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+    data[keys[-1]] = value
+
+
+def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
+    """YAML -> Options. `${VAR}` expands from the environment (FACERES_SHARED defaults to ../shared);
+    overrides are `dotted.key=yaml_value` strings."""
+    os.environ.setdefault("FACERES_SHARED", str(Path.cwd().parent / "shared"))
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    opts = from_dict(Options, _expand(data))
+    validate(opts)
+    return opts
+
+
+def validate(opts: Options):
+    if opts.train.mode not in ("restoration", "prior"):
+        raise OptionsError(f"train.mode must be restoration or prior, got {opts.train.mode!r}")
+    if opts.datasets.train.size != opts.network_g.size:
+        raise OptionsError(f"datasets.train.size ({opts.datasets.train.size}) must equal network_g.size ({opts.network_g.size})")
+    losses = opts.train.losses
+    if losses.feature_matching.type not in ("vgg19", "discriminator_features", "none"):
+        raise OptionsError(f"train.losses.feature_matching.type: vgg19 | discriminator_features | none, got {losses.feature_matching.type!r}")
+    if losses.identity.type not in ("arcface", "none"):
+        raise OptionsError(f"train.losses.identity.type: arcface | none, got {losses.identity.type!r}")
+    if losses.gfl.mode not in ("static", "dynamic"):
+        raise OptionsError(f"train.losses.gfl.mode: static | dynamic, got {losses.gfl.mode!r}")
+    if losses.gfl.weight > 0 and losses.gfl.mode == "dynamic" and not losses.gfl.thresholds:
+        raise OptionsError("train.losses.gfl.mode dynamic needs train.losses.gfl.thresholds")
+    if opts.train.mode == "restoration" and losses.gan_local > 0 and not opts.datasets.train.landmarks:
+        raise OptionsError("train.losses.gan_local > 0 needs datasets.train.landmarks (run `faceres prepare-landmarks`), "
+                           "or set gan_local: 0")
+    opts.datasets.train.degradation.validate()
