@@ -224,7 +224,7 @@ class Trainer:
         fake = out.detach().float()
         with self._autocast():
             l_d = d_logistic(self.net_d(gt), self.net_d(fake))
-        logs = {k: float(v) for k, v in terms.items()}
+        logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["l_d"] = float(l_d)
         l_d = l_d + self._r1(self.net_d, gt, logs)
         self.opt_d.zero_grad(set_to_none=True)

@@ -1,0 +1,246 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faceres.archs import StyleGAN2Discriminator, freeze_d
+from faceres.data import DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
+from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
+from faceres.data.dataset import list_faces
+from faceres.train.options import OptionsError, load_options
+from faceres.train.trainer import Trainer, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "options/train_faceres_tiny.yml"
+
+
+@pytest.fixture(scope="session")
+def tiny_landmarks(shared, tmp_path_factory) -> Path:
+    opts = load_options(TINY, ["train.losses.gan_local=0"])
+    files = list_faces(opts.datasets.train.dataroot, opts.datasets.train.subset)
+    out = tmp_path_factory.mktemp("lm") / "landmarks68.json"
+    return prepare_landmarks(files[0].parent, out, progress=False, files=files)
+
+
+@pytest.fixture(scope="session")
+def loss_backbones(tmp_path_factory) -> dict[str, Path]:
+    """Randomly initialised files in the official formats (torchvision VGG19, facexlib IR-SE50):
+    they exercise the real loaders and the loss wiring; they carry no knowledge."""
+    from facexlib.recognition.arcface_arch import Backbone
+    from torchvision.models import vgg19
+
+    d = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(0)
+    vgg = {f"features.{k}": v for k, v in vgg19().features.state_dict().items()}
+    torch.save(vgg, d / "vgg19-random.pth")
+    torch.save(Backbone(50, 0.6, "ir_se").state_dict(), d / "arcface-random.pth")
+    return {"vgg": d / "vgg19-random.pth", "arcface": d / "arcface-random.pth"}
+
+
+def tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra):
+    return load_options(TINY, [f"path.experiments_root={tmp_path}", f"datasets.train.landmarks={tiny_landmarks}",
+                               f"train.losses.feature_matching.weights={loss_backbones['vgg']}",
+                               f"train.losses.identity.weights={loss_backbones['arcface']}", *extra])
+
+
+# ------------------------------------------------------------------ degradation
+
+
+def test_degradation_is_reproducible_and_in_range(shared):
+    opts = DegradationOpts()
+    draws = [sample_params(np.random.default_rng(s), opts) for s in range(300)]
+    assert draws[:5] == [sample_params(np.random.default_rng(s), opts) for s in range(5)]
+    for p in draws:
+        assert opts.scale[0] <= p["scale"] <= opts.scale[1]
+        assert opts.noise[0] <= p["noise"] <= opts.noise[1]
+        assert opts.jpeg[0] <= p["jpeg"] <= opts.jpeg[1]
+        if p["blur"]["type"] == "gaussian":
+            assert opts.blur_sigma[0] <= min(p["blur"]["sigma_x"], p["blur"]["sigma_y"]) <= max(p["blur"]["sigma_x"], p["blur"]["sigma_y"]) <= opts.blur_sigma[1]
+    kinds = {p["blur"]["type"] for p in draws}
+    assert kinds == {"gaussian", "motion"}
+    gt = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    a, b = degrade(gt, draws[0]), degrade(gt, draws[0])
+    assert np.array_equal(a, b) and a.shape == gt.shape and 0 <= a.min() and a.max() <= 1
+    ds = FaceDataset(DatasetOpts(str(shared / "data/celebahq-512/images"), size=64, subset=(0, 4)))
+    assert torch.equal(ds[(1, 7)]["lq"], ds[(1, 7)]["lq"])
+    assert not torch.equal(ds[(1, 7)]["lq"], ds[(1, 8)]["lq"])
+
+
+def test_degradation_rejects_empty_range():
+    with pytest.raises(ValueError, match="noise"):
+        DegradationOpts(noise=(5, 1)).validate()
+
+
+def test_iteration_sampler_resumes_exactly_and_splits_ranks():
+    full = list(IterationSampler(10, 2, seed=3, total_iter=8))
+    resumed = list(IterationSampler(10, 2, seed=3, total_iter=8, start_iter=4))
+    assert full[8:] == resumed
+    r0 = list(IterationSampler(10, 2, seed=3, total_iter=2, rank=0, world=2))
+    r1 = list(IterationSampler(10, 2, seed=3, total_iter=2, rank=1, world=2))
+    assert not {i for i, _ in r0[:2]} & {i for i, _ in r1[:2]}
+
+
+# ------------------------------------------------------------------ component boxes
+
+
+def test_flip_swaps_eyes_without_mutating():
+    comp = {"left_eye": [100.0, 200.0, 20.0], "right_eye": [300.0, 200.0, 20.0], "mouth": [200.0, 350.0, 40.0]}
+    before = json.dumps(comp)
+    boxes = component_boxes(comp, 512, flip=True)
+    assert json.dumps(comp) == before
+    np.testing.assert_allclose(boxes[0], [511 - 300 - 20, 180, 511 - 300 + 20, 220])  # new left eye = mirrored right eye
+    np.testing.assert_allclose(boxes[2][[0, 2]].mean(), 511 - 200)
+
+
+def test_landmark_boxes_agree_with_parsing_masks(shared, tiny_landmarks):
+    from PIL import Image
+
+    marks = json.loads(tiny_landmarks.read_text())
+    errors = {c: [] for c in COMPONENTS}
+    for name, pts in marks.items():
+        mask = np.asarray(Image.open(shared / "data/celebahq-512/masks" / name.replace(".jpg", ".png")))
+        ref = boxes_from_mask(mask)
+        ours = components_from_68(np.asarray(pts))
+        for c in COMPONENTS:
+            if c in ref:
+                errors[c].append(np.hypot(ours[c][0] - ref[c][0], ours[c][1] - ref[c][1]))
+    for c in COMPONENTS:  # centres within a few percent of the 512 face
+        assert np.median(errors[c]) < 12, (c, errors[c])
+
+
+# ------------------------------------------------------------------ options
+
+
+def test_options_reject_unknown_and_mistyped_keys(shared):
+    with pytest.raises(OptionsError, match="train.batchsize"):
+        load_options(TINY, ["train.batchsize=4"])
+    with pytest.raises(OptionsError, match="train.batch_size"):
+        load_options(TINY, ["train.batch_size=four"])
+    with pytest.raises(OptionsError, match="landmarks"):
+        load_options(TINY, ["datasets.train.landmarks=null"])  # local Ds need boxes
+
+
+def test_missing_loss_weights_fail_loudly(shared, tmp_path, tiny_landmarks, monkeypatch):
+    monkeypatch.setenv("FACERES_OFFLINE", "1")
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path))
+    opts = load_options(TINY, [f"datasets.train.landmarks={tiny_landmarks}"])
+    with pytest.raises(OptionsError, match="VGG19"):
+        Trainer(opts, torch.device("cpu"))
+    opts = load_options(TINY, [f"datasets.train.landmarks={tiny_landmarks}", "train.losses.feature_matching.type=discriminator_features"])
+    with pytest.raises(OptionsError, match="ArcFace"):
+        Trainer(opts, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_tiny_training_with_every_paper_loss(shared, tmp_path, tiny_landmarks, loss_backbones, capsys):
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones)
+    trainer = train(opts, "cpu")
+    out = capsys.readouterr().out
+    assert "VGG19 feature matching" in out and "identity (ArcFace" in out and "gan_local 3.0" in out
+    log = [json.loads(line) for line in (opts.experiment_dir / "train_log.jsonl").read_text().splitlines()]
+    steps = [e for e in log if e["kind"] == "train"]
+    assert len(steps) == 4
+    for key in ("l_l1", "l_ms", "l_gan", "l_local", "l_vgg", "l_id", "l_d", "l_d_local"):
+        assert all(np.isfinite(e[key]) for e in steps), key
+    assert any("r1" in e for e in steps)
+    assert (opts.experiment_dir / "visualization/val_00000004.png").is_file()
+    # checkpoint round trip
+    state = torch.load(opts.experiment_dir / "checkpoints/iter_00000004.pt", weights_only=True)
+    fresh = Trainer(opts, torch.device("cpu"))
+    fresh.load_state_dict(state)
+    assert fresh.iter == 4
+    for a, b in zip(fresh.net_g.state_dict().values(), trainer.net_g.state_dict().values()):
+        assert torch.equal(a, b)
+    from faceres.weights import load_model
+
+    model, config = load_model(opts.experiment_dir / "models/net_g_ema_00000004.safetensors")
+    assert config["size"] == 64
+
+
+def test_substitute_feature_loss_is_named_not_vgg(shared, tmp_path, tiny_landmarks, loss_backbones, capsys):
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.feature_matching.type=discriminator_features",
+                     "train.total_iter=1")
+    train(opts, "cpu")
+    out = capsys.readouterr().out
+    assert "discriminator-feature matching (not VGG)" in out and "l_dfeat" in out and "l_vgg" not in out
+
+
+def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones):
+    extra = ["train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features", "val.every=100"]
+    straight = train(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra), "cpu")
+    opts_b = tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra)
+    train(opts_b, "cpu", max_iters=2)
+    opts_b.path.resume = "auto"
+    resumed = train(opts_b, "cpu")
+    assert resumed.iter == straight.iter == 4
+    for name in ("net_g", "net_g_ema", "net_d", "local_d"):
+        sa, sb = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), (name, k)
+
+
+def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landmarks, loss_backbones):
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none",
+                     "train.losses.feature_matching.type=discriminator_features")
+    trainer = Trainer(opts, torch.device("cpu"))
+    before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
+    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
+    trainer.step(batch)
+    after = trainer.net_d.state_dict()
+    frozen = [k for k in before if k.startswith(("convs.0.", "convs.1.")) and not k.endswith("kernel")]
+    trained = [k for k in before if not k.startswith(("convs.0.", "convs.1.")) and not k.endswith("kernel")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_freeze_d_helper_counts_layers():
+    d = StyleGAN2Discriminator(64, 1, 0.125)
+    names = freeze_d(d, 5)
+    assert {n.split(".")[1] for n in names} == {"0", "1", "2", "3", "4"}
+
+
+def test_prior_stage_then_restoration_from_its_export(shared, tmp_path, tiny_landmarks, loss_backbones):
+    prior = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.mode=prior", "train.total_iter=2", "name=prior_tiny")
+    train(prior, "cpu")
+    models = prior.experiment_dir / "models"
+    g, d = models / "prior_g_00000002.safetensors", models / "prior_d_00000002.safetensors"
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, f"path.prior_g={g}", f"path.prior_d={d}",
+                     "train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features")
+    trainer = Trainer(opts, torch.device("cpu"))
+    from faceres.weights import load_state_dict_file
+
+    sd = load_state_dict_file(g)
+    assert torch.equal(trainer.net_g.generator.conv1.conv.weight, sd["conv1.conv.weight"])
+
+
+@pytest.mark.parametrize("loss", ["ffl", "gfl"])
+def test_frequency_losses_selectable_in_training(shared, tmp_path, tiny_landmarks, loss_backbones, loss):
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, f"train.losses.{loss}.weight=1", "train.total_iter=2",
+                     "train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features")
+    trainer = train(opts, "cpu")
+    log = [json.loads(x) for x in (opts.experiment_dir / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(e[f"l_{loss}"]) for e in log if e["kind"] == "train")
+    if loss == "gfl":
+        state = torch.load(opts.experiment_dir / "checkpoints/iter_00000002.pt", weights_only=True)
+        assert state["gfl"]["schedule"]["omega"] == trainer.gfl.schedule.omega
+
+
+def test_ddp_two_processes_gloo(shared, tmp_path, tiny_landmarks, loss_backbones):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "faceres.cli",
+           "train", "-opt", str(TINY), "--device", "cpu",
+           "--set", f"path.experiments_root={tmp_path}", "--set", f"datasets.train.landmarks={tiny_landmarks}",
+           "--set", "train.total_iter=2", "--set", "train.losses.identity.type=none",
+           "--set", "train.losses.feature_matching.type=discriminator_features"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "x2" in proc.stdout  # world size reported
+    assert (tmp_path / "faceres_tiny/checkpoints/iter_00000002.pt").is_file()
