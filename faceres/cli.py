@@ -256,6 +256,77 @@ def cmd_landmarks(args) -> int:
     return 0
 
 
+def add_testset_parser(sub):
+    p = sub.add_parser("make-testset", help="deterministic LQ/HQ pairs with the training degradation")
+    p.add_argument("hq_dir", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--degradation", default="paper", choices=["paper", "x4", "x8"])
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--subset", default=":", help="python slice over the sorted files, e.g. 0:50")
+    p.add_argument("--center-crop", action="store_true", help="central square first (CelebA aligned 178x218)")
+    p.set_defaults(func=cmd_testset)
+
+
+def parse_slice(text: str) -> tuple[int | None, int | None]:
+    start, _, stop = text.partition(":")
+    return (int(start) if start else None, int(stop) if stop else None)
+
+
+def cmd_testset(args) -> int:
+    from .data.testset import make_testset
+
+    try:
+        out = make_testset(args.hq_dir, args.output, args.seed, args.degradation, args.size, parse_slice(args.subset), args.center_crop)
+    except (FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    print(out)
+    return 0
+
+
+def add_evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="metric table for a model or a folder of restored faces")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="registry name or checkpoint: restores --lq first")
+    src.add_argument("--restored", type=Path, help="folder of restored faces")
+    p.add_argument("--lq", type=Path, help="degraded inputs (scored as 'input' too when --gt is given)")
+    p.add_argument("--gt", type=Path, help="ground truth (same file stems)")
+    p.add_argument("-o", "--output", type=Path, default=Path("results/evaluate"))
+    p.add_argument("--no-identity", action="store_true", help="skip identity (dlib) and LMD")
+    p.add_argument("--fidelity", type=float, default=1.0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--plot", action="store_true", help="distributions figure and a worst/best contact sheet")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics.evaluate import plot, restore_folder, score_folder, write_reports
+    from .weights import WeightsError, resolve
+
+    if args.model and not args.lq:
+        return fail("--model needs --lq")
+    try:
+        niqe_params = resolve("niqe-pris", allow_download=False)
+    except WeightsError as err:
+        niqe_params = None
+        print(f"faceres: NIQE skipped: {err}", file=sys.stderr)
+    try:
+        restored = args.restored
+        if args.model:
+            restored = restore_folder(args.model, args.lq, args.output / "restored", args.device, args.fidelity)
+        results = {}
+        if args.lq and args.gt:
+            results["input"] = score_folder(args.lq, args.gt, niqe_params, not args.no_identity)
+        results[args.model or str(args.restored)] = score_folder(restored, args.gt, niqe_params, not args.no_identity)
+        means = write_reports(results, args.output)
+        if args.plot:
+            plot(results, restored, args.lq, args.gt, args.output)
+    except (WeightsError, FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    print((args.output / "metrics.md").read_text())
+    return 0 if means else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceres", description="Restore faces in old and degraded photographs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_parser(sub)
     add_train_parser(sub)
     add_landmarks_parser(sub)
+    add_testset_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -81,6 +81,9 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec("realesrgan-x2", "RealESRGAN_x2plus.pth", "upsampler",
                    "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
                    licence="BSD-3-Clause"),
+        WeightSpec("niqe-pris", "niqe_pris_params.npz", "metric",
+                   "https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz",
+                   "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296", 11_850, "Apache-2.0 (BasicSR)"),
         WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None, licence="CelebA terms: non-commercial research",
                    note="trained by faceres and shipped in weights/ (architecture stored in the file)"),
     ]

@@ -1,0 +1,103 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceres.cli import main
+from faceres.metrics import psnr, ssim
+from faceres.metrics.fullref import rgb_to_y
+from faceres.metrics.niqe import imresize_half, niqe
+
+
+def test_psnr_hand_computed():
+    a = np.zeros((8, 8, 3), np.float32)
+    b = np.full((8, 8, 3), 10 / 255, np.float32)  # MSE = 100 on the 0-255 scale
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 100), abs=1e-6)
+    assert psnr(a, a) == float("inf")
+
+
+def test_ssim_hand_computed_on_flat_images():
+    a = np.full((32, 32, 3), 0.2, np.float32)
+    b = np.full((32, 32, 3), 0.6, np.float32)
+    ya, yb = rgb_to_y(a)[0, 0], rgb_to_y(b)[0, 0]
+    c1 = (0.01 * 255) ** 2
+    expected = (2 * ya * yb + c1) / (ya**2 + yb**2 + c1)  # variances are zero: only the luminance term
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-6)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32, 3)).astype(np.float32)
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert ssim(x, np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1)) < 0.9
+
+
+def test_imresize_half_preserves_constants_and_halves():
+    img = np.full((96, 96), 7.0)
+    out = imresize_half(img)
+    assert out.shape == (48, 48)
+    np.testing.assert_allclose(out, 7.0)
+    ramp = np.tile(np.arange(96, dtype=np.float64), (96, 1))
+    np.testing.assert_allclose(imresize_half(ramp)[10, 10:20], 2 * np.arange(10, 20) + 0.5, atol=1e-6)
+
+
+def test_niqe_orders_clean_above_degraded(shared):
+    import cv2
+
+    params = shared / "weights/niqe_pris_params.npz"
+    hq = cv2.imread(str(sorted((shared / "data/celebahq-512/images").iterdir())[0]))[..., ::-1].astype(np.float32) / 255
+    blurred = cv2.GaussianBlur(hq, (0, 0), 4)
+    noisy = np.clip(hq + np.random.default_rng(0).normal(0, 0.1, hq.shape), 0, 1).astype(np.float32)
+    clean = niqe(hq, params)
+    assert 2 < clean < 8
+    assert niqe(blurred, params) > clean + 1 and niqe(noisy, params) > clean + 1
+
+
+def test_identity_dlib_separates_same_and_different_people(shared):
+    from faceres.metrics.identity import DlibFaces, cosine
+
+    from PIL import Image
+
+    files = sorted((shared / "data/celeba-aligned/images").iterdir())
+    by_id = {}
+    for f in files:
+        by_id.setdefault(f.name.split("_")[0], []).append(f)
+    ids = sorted(by_id)[:6]
+    faces = DlibFaces()
+    emb = {i: [faces.embedding(np.asarray(Image.open(f).convert("RGB"))) for f in by_id[i][:3]] for i in ids}
+    same = [cosine(e[a], e[b]) for e in emb.values() for a in range(3) for b in range(a + 1, 3)]
+    diff = [cosine(emb[i][0], emb[j][0]) for n, i in enumerate(ids) for j in ids[n + 1:]]
+    assert np.mean(same) > np.mean(diff) + 0.02, (np.mean(same), np.mean(diff))
+
+
+def test_make_testset_is_deterministic_and_evaluate_prints_table(shared, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(shared / "weights"))
+    hq = shared / "data/celebahq-512/images"
+    for run in ("a", "b"):
+        assert main(["make-testset", str(hq), "-o", str(tmp_path / run), "--seed", "3", "--subset", "0:3", "--size", "256"]) == 0
+    names = sorted(p.name for p in (tmp_path / "a/lq").iterdir())
+    assert len(names) == 3
+    for n in names:
+        assert (tmp_path / "a/lq" / n).read_bytes() == (tmp_path / "b/lq" / n).read_bytes()
+    manifest = json.loads((tmp_path / "a/manifest.json").read_text())
+    assert set(manifest["images"]) == set(names) and manifest["seed"] == 3
+    capsys.readouterr()
+    assert main(["evaluate", "--restored", str(tmp_path / "a/hq"), "--gt", str(tmp_path / "a/hq"), "--lq", str(tmp_path / "a/lq"),
+                 "-o", str(tmp_path / "ev"), "--plot"]) == 0
+    out = capsys.readouterr().out
+    assert "| input |" in out and "identity (dlib)" in out
+    means = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"]
+    gt_row = means[str(tmp_path / "a/hq")]
+    assert gt_row["psnr"] == float("inf") and gt_row["ssim"] == pytest.approx(1.0)
+    assert means["input"]["psnr"] < 40
+    assert (tmp_path / "ev/metrics.csv").is_file() and (tmp_path / "ev/distributions.png").is_file()
+
+
+def test_evaluate_model_path(shared, tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(shared / "weights"))
+    assert main(["make-testset", str(shared / "data/celebahq-512/images"), "-o", str(tmp_path / "ts"), "--subset", "0:2",
+                 "--size", "256"]) == 0
+    assert main(["evaluate", "--model", str(tiny_model), "--lq", str(tmp_path / "ts/lq"), "--gt", str(tmp_path / "ts/hq"),
+                 "-o", str(tmp_path / "ev"), "--no-identity", "--device", "cpu", "--plot"]) == 0
+    means = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"]
+    assert set(means) == {"input", str(tiny_model)}
+    assert (tmp_path / "ev/contact_sheet.png").is_file()
+    assert len(list((tmp_path / "ev/restored").iterdir())) == 2
