@@ -5,7 +5,7 @@
 
 import json
 
-from faceres.archs import CodecPriorNet, GPENGenerator
+from faceres.archs import CodecPriorNet, GPENGenerator, SFMNet
 
 
 def millions(module) -> float:
@@ -19,6 +19,8 @@ def main():
         ("GPEN-BFR-512 (cm2, narrow1)", GPENGenerator(512)),
         ("faceres codec_prior 256 (cm1, narrow0.5)", CodecPriorNet(256, channel_multiplier=1, narrow=0.5)),
         ("GPEN-BFR-256 (cm1, narrow0.5)", GPENGenerator(256, channel_multiplier=1, narrow=0.5)),
+        ("faceres shipped 128 (cm1, narrow0.125)", CodecPriorNet(128, style_dim=256, channel_multiplier=1, narrow=0.125)),
+        ("SFMNet (96 ch, 9 SFMLMs; poster: 8.1 M)", SFMNet()),
     ]:
         parts = {"total": millions(net)}
         if isinstance(net, CodecPriorNet):

@@ -53,6 +53,9 @@ def add_restore_parser(sub):
     p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/n", help="process every n-th file from i (0-based)")
     p.add_argument("--no-faces", action="store_true", help="write restored_imgs only (no per-face outputs)")
     p.add_argument("--max-pixels", type=float, default=80e6, help="reject larger images (default 80 MP)")
+    p.add_argument("--bg-upsampler", default="none", choices=["none", "realesrgan"], help="upsample the background (Real-ESRGAN x2)")
+    p.add_argument("--parse", default="auto", choices=["auto", "on", "off"],
+                   help="face-parsing paste mask: auto = when ParseNet weights are on disk")
     p.set_defaults(func=cmd_restore)
 
 
@@ -125,7 +128,8 @@ def cmd_restore(args) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         _clean_partial_files(args.output)
         restorer = FaceRestorer(args.model or DEFAULT_RESTORER, args.detector, args.device, args.upscale, args.fidelity,
-                                args.only_center_face, args.aligned, args.min_eye_distance, args.batch_size)
+                                args.only_center_face, args.aligned, args.min_eye_distance, args.batch_size,
+                                bg_upsampler=args.bg_upsampler, parse=args.parse)
     except (WeightsError, ValueError, OSError) as err:
         return fail(str(err))
     print(f"faceres: model {args.model or DEFAULT_RESTORER} on {restorer.device}, detector {restorer.detector_name}, "

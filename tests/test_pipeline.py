@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,33 @@ def test_batch_size_does_not_change_results(tiny_model, weights_env, shared):
     a = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", batch_size=1, upscale=1).restore(photo)
     b = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", batch_size=6, upscale=1).restore(photo)
     np.testing.assert_allclose(a.image, b.image, atol=1e-4)
+
+
+def test_background_upsampler_and_parse_mask_load_official_formats(tiny_model, weights_env, shared, tmp_path, monkeypatch):
+    """Random weights in the official file formats (Real-ESRGAN `params_ema`, facexlib ParseNet):
+    proves loading and wiring, not quality."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    from faceres.archs.rrdbnet import RRDBNet
+
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    for f in weights_env.iterdir():
+        (wdir / f.name).symlink_to(f)
+    torch.manual_seed(0)
+    torch.save({"params_ema": RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4).state_dict()}, wdir / "RealESRGAN_x2plus.pth")
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), wdir / "parsing_parsenet.pth")
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(wdir))
+    from faceres import weights
+
+    for name in ("parsenet", "realesrgan-x2"):  # our random stand-ins differ in size from the official files
+        monkeypatch.setitem(weights.REGISTRY, name, dataclasses.replace(weights.REGISTRY[name], size=None, sha256=None))
+    photo = load_photo(shared / "data/multi-face/couple.jpg")
+    plain = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", upscale=2, parse="off").restore(photo)
+    fancy = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", upscale=2, bg_upsampler="realesrgan").restore(photo)
+    assert fancy.image.shape == plain.image.shape
+    assert np.abs(fancy.image - plain.image).mean() > 1e-3
+    restorer = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", parse="auto")
+    assert restorer.parser is not None  # auto picks it up once the file is there
+    m = restorer.parser.mask(np.zeros((128, 128, 3), np.float32))
+    assert m.shape == (128, 128) and 0 <= m.min() and m.max() <= 1

@@ -244,3 +244,21 @@ def test_ddp_two_processes_gloo(shared, tmp_path, tiny_landmarks, loss_backbones
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x2" in proc.stdout  # world size reported
     assert (tmp_path / "faceres_tiny/checkpoints/iter_00000002.pt").is_file()
+
+
+def test_sfmnet_trains_and_restores_aligned(shared, tmp_path):
+    opts = load_options(ROOT / "options/train_sfmnet_x8.yml", [
+        f"path.experiments_root={tmp_path}", "datasets.train.size=64", "datasets.val.size=64", "network_g.size=64",
+        "network_g.channels=16", "network_g.n_modules=2", "train.batch_size=2", "train.total_iter=2",
+        "datasets.train.subset=[500, 504]", "datasets.val.subset=[0, 2]", "datasets.train.num_workers=0",
+        "val.every=2", "logger.print_every=1", "logger.save_every=2", "logger.tensorboard=false"])
+    train(opts, "cpu")
+    log = [json.loads(x) for x in (opts.experiment_dir / "train_log.jsonl").read_text().splitlines() if '"train"' in x]
+    assert all(np.isfinite(e["l_l1_fre"]) and np.isfinite(e["l_amp_pha"]) for e in log)
+    model = opts.experiment_dir / "models/net_g_ema_00000002.safetensors"
+    from faceres.cli import main
+
+    src = sorted((shared / "data/celeba-aligned/images").iterdir())[:1]
+    assert main(["restore", str(src[0]), "-o", str(tmp_path / "out"), "--model", str(model), "--aligned", "-s", "1"]) == 0
+    assert (tmp_path / "out/restored_imgs" / src[0].name).is_file()
+    assert main(["restore", str(src[0]), "-o", str(tmp_path / "out2"), "--model", str(model), "--aligned", "--fidelity", "0.5"]) == 2

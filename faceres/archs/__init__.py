@@ -6,6 +6,7 @@ from .codec_prior import AsymmetricCodec, CodecPriorNet
 from .discriminators import ComponentDiscriminator, StyleGAN2Discriminator, freeze_d
 from .gpen import GPENGenerator
 from .mmrb import MMRB
+from .sfmnet import SFMNet
 from .stylegan2 import StyleGAN2Generator
 
 ARCHS: dict[str, type[nn.Module]] = {
@@ -14,6 +15,7 @@ ARCHS: dict[str, type[nn.Module]] = {
     "stylegan2_g": StyleGAN2Generator,
     "stylegan2_d": StyleGAN2Discriminator,
     "component_d": ComponentDiscriminator,
+    "sfmnet": SFMNet,
 }
 
 
@@ -23,5 +25,5 @@ def build_network(arch: str, **kwargs) -> nn.Module:
     return ARCHS[arch](**kwargs)
 
 
-__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "ComponentDiscriminator", "GPENGenerator", "MMRB",
+__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "ComponentDiscriminator", "GPENGenerator", "MMRB", "SFMNet",
            "StyleGAN2Discriminator", "StyleGAN2Generator", "build_network", "freeze_d"]

@@ -69,6 +69,8 @@ class AsymmetricCodec(nn.Module):
 
 
 class CodecPriorNet(nn.Module):
+    supports_fidelity = True
+
     def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01):
         super().__init__()
         if size & (size - 1) or not 64 <= size <= 1024:

@@ -15,6 +15,8 @@ from .stylegan2 import ConvLayer, EqualLinear, StyleGAN2Generator, channel_table
 
 
 class GPENGenerator(nn.Module):
+    supports_fidelity = True
+
     def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01):
         super().__init__()
         self.size = size

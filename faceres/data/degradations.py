@@ -30,6 +30,9 @@ class DegradationOpts:
     color_jitter_prob: float = 0.0
     color_jitter_shift: float = 20.0  # 0-255 units, per channel, LQ only
     reference_size: int = 512  # blur sizes are given at this face size and scaled to the actual one
+    blur_prob: float = 1.0
+    jpeg_prob: float = 1.0
+    resize: str = "linear"  # linear | bicubic (face SR benchmarks use plain bicubic downsampling)
 
     def validate(self):
         for name in ("blur_sigma", "motion_length", "scale", "noise", "jpeg"):
@@ -40,23 +43,29 @@ class DegradationOpts:
             raise ValueError(f"degradation.blur_kernel_size must be odd, got {self.blur_kernel_size}")
         if not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
             raise ValueError(f"degradation.jpeg must lie in [1, 100], got {self.jpeg}")
+        if self.resize not in ("linear", "bicubic"):
+            raise ValueError(f"degradation.resize must be linear or bicubic, got {self.resize!r}")
 
 
 DEGRADATION_PRESETS = {
     "paper": DegradationOpts(),
-    "x4": DegradationOpts(blur_sigma=(0.1, 3.0), motion_prob=0.0, scale=(4.0, 4.0), noise=(0.0, 10.0), jpeg=(60.0, 95.0)),
-    "x8": DegradationOpts(blur_sigma=(0.1, 3.0), motion_prob=0.0, scale=(8.0, 8.0), noise=(0.0, 10.0), jpeg=(60.0, 95.0)),
+    # face super-resolution benchmarks (SFMNet): plain bicubic downsampling, then bicubic back up
+    "x4": DegradationOpts(blur_prob=0.0, scale=(4.0, 4.0), noise=(0.0, 0.0), jpeg_prob=0.0, resize="bicubic"),
+    "x8": DegradationOpts(blur_prob=0.0, scale=(8.0, 8.0), noise=(0.0, 0.0), jpeg_prob=0.0, resize="bicubic"),
 }
 
 
 def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
     u = lambda r: float(rng.uniform(*r))  # noqa: E731
-    if rng.random() < opts.motion_prob:
+    if rng.random() >= opts.blur_prob:
+        blur = {"type": "none"}
+    elif rng.random() < opts.motion_prob:
         blur = {"type": "motion", "length": u(opts.motion_length), "angle": u((0.0, 180.0))}
     else:
         blur = {"type": "gaussian", "sigma_x": u(opts.blur_sigma), "sigma_y": u(opts.blur_sigma), "theta": u((0.0, math.pi))}
-    params = {"blur": blur, "scale": u(opts.scale), "noise": u(opts.noise), "jpeg": int(round(u(opts.jpeg))),
-              "noise_seed": int(rng.integers(2**31)), "gray": bool(rng.random() < opts.gray_prob)}
+    jpeg = int(round(u(opts.jpeg))) if rng.random() < opts.jpeg_prob else None
+    params = {"blur": blur, "scale": u(opts.scale), "noise": u(opts.noise), "jpeg": jpeg,
+              "noise_seed": int(rng.integers(2**31)), "gray": bool(rng.random() < opts.gray_prob), "resize": opts.resize}
     if rng.random() < opts.color_jitter_prob:
         params["color_shift"] = [u((-opts.color_jitter_shift, opts.color_jitter_shift)) for _ in range(3)]
     return params
@@ -94,19 +103,31 @@ def to_gray3(img: np.ndarray) -> np.ndarray:
     return np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
 
 
+def resize_antialiased_bicubic(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """MATLAB-like bicubic downsampling (kernel widened by the factor), per channel through PIL."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(img[..., c]).resize(size, Image.BICUBIC)) for c in range(img.shape[2])], axis=2)
+
+
 def degrade(gt: np.ndarray, params: dict, kernel_size: int = 41, reference_size: int = 512) -> np.ndarray:
     """gt: float32 RGB [0, 1] (H, W, 3). Returns the LQ image at the same size, float32 [0, 1]."""
     h, w = gt.shape[:2]
-    x = cv2.filter2D(gt, -1, blur_kernel(params, kernel_size, w / reference_size), borderType=cv2.BORDER_REFLECT)
+    x = gt
+    if params["blur"]["type"] != "none":
+        x = cv2.filter2D(gt, -1, blur_kernel(params, kernel_size, w / reference_size), borderType=cv2.BORDER_REFLECT)
     s = params["scale"]
-    x = cv2.resize(x, (max(1, round(w / s)), max(1, round(h / s))), interpolation=cv2.INTER_LINEAR)
+    bicubic = params.get("resize") == "bicubic"
+    small = (max(1, round(w / s)), max(1, round(h / s)))
+    x = resize_antialiased_bicubic(x, small) if bicubic else cv2.resize(x, small, interpolation=cv2.INTER_LINEAR)
     if params["noise"] > 0:
         rng = np.random.default_rng(params["noise_seed"])
         x = x + rng.normal(0, params["noise"] / 255.0, x.shape).astype(np.float32)
     x = np.clip(x, 0, 1)
-    ok, buf = cv2.imencode(".jpg", (x[..., ::-1] * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, params["jpeg"]])
-    x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
-    x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
+    if params["jpeg"] is not None:
+        ok, buf = cv2.imencode(".jpg", (x[..., ::-1] * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, params["jpeg"]])
+        x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+    x = cv2.resize(x, (w, h), interpolation=cv2.INTER_CUBIC if bicubic else cv2.INTER_LINEAR)
     if "color_shift" in params:
         x = x + np.array(params["color_shift"], np.float32) / 255.0
     if params.get("gray"):

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from ..devices import pick_device
-from ..weights import DEFAULT_RESTORER, load_model
+from ..weights import DEFAULT_RESTORER, WeightsError, load_model, resolve
 from .align import estimate_affine, warp_face
+from .background import FaceParser, RealESRGANUpsampler
 from .detect import Face, build_detector
 from .images import Photo, load_photo, looks_gray
 from .paste import paste_face
@@ -56,11 +57,14 @@ class FaceRestorer:
         the prior invent more (smoother, more generic faces). It changes the network's computation,
         not a pixel blend.
     upscale: output size factor for the whole photo; faces are pasted at that scale.
+    bg_upsampler: None | "realesrgan" (Real-ESRGAN x2 over tiles) for the rest of the photo.
+    parse: "auto" | "on" | "off": multiply the paste mask by a face-parsing mask (ParseNet).
     """
 
     def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, detector: str = "auto", device: str = "auto",
                  upscale: float = 2, fidelity: float = 1.0, only_center_face: bool = False, aligned: bool = False,
-                 min_eye_distance: float = 5.0, batch_size: int = 4, det_max_side: int | None = 2048):
+                 min_eye_distance: float = 5.0, batch_size: int = 4, det_max_side: int | None = 2048,
+                 bg_upsampler: str | None = None, parse: str = "auto"):
         if not 0.0 <= fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if upscale <= 0:
@@ -71,11 +75,30 @@ class FaceRestorer:
         else:
             self.net, self.model_config = load_model(model)
         self.net = self.net.to(self.device).eval()
+        if fidelity != 1.0 and not getattr(self.net, "supports_fidelity", False):
+            raise ValueError(f"{type(self.net).__name__} has no fidelity control; use --fidelity 1")
         self.size = int(self.net.size)
         self.upscale, self.fidelity = upscale, fidelity
         self.only_center_face, self.aligned = only_center_face, aligned
         self.min_eye_distance, self.batch_size, self.det_max_side = min_eye_distance, batch_size, det_max_side
         self.detector = None if aligned else build_detector(detector, str(self.device))
+        self.bg_upsampler = RealESRGANUpsampler(device=self.device) if bg_upsampler == "realesrgan" else None
+        if bg_upsampler not in (None, "none", "realesrgan"):
+            raise ValueError(f"unknown background upsampler {bg_upsampler!r}; choose none or realesrgan")
+        self.parser = self._build_parser(parse)
+
+    def _build_parser(self, parse: str) -> FaceParser | None:
+        """on: required; auto: used when its weights are already on disk; off: square feather only."""
+        if parse == "off" or self.aligned:
+            return None
+        if parse == "auto":
+            try:
+                resolve("parsenet", allow_download=False)
+            except WeightsError:
+                return None
+        elif parse != "on":
+            raise ValueError(f"parse must be auto, on or off, got {parse!r}")
+        return FaceParser(device=self.device)
 
     @property
     def detector_name(self) -> str:
@@ -90,7 +113,10 @@ class FaceRestorer:
         for i in range(0, len(crops), self.batch_size):
             x = torch.from_numpy(np.stack(crops[i:i + self.batch_size])).permute(0, 3, 1, 2).to(self.device)
             x = x * 2 - 1
-            y = self.net.restore(x, fidelity=self.fidelity) if hasattr(self.net, "restore") else self.net(x)
+            if getattr(self.net, "supports_fidelity", False):
+                y = self.net.restore(x, fidelity=self.fidelity)
+            else:
+                y = self.net.restore(x) if hasattr(self.net, "restore") else self.net(x)
             y = ((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
             out.extend(list(y))
         return out
@@ -128,15 +154,23 @@ class FaceRestorer:
         t = time.perf_counter()
         h, w = photo.rgb.shape[:2]
         out_size = (round(w * self.upscale), round(h * self.upscale))
-        canvas = photo.rgb if self.upscale == 1 else cv2.resize(photo.rgb, out_size, interpolation=cv2.INTER_LANCZOS4)
+        canvas = self._background(photo.rgb, out_size)
         for M, face in zip(affines, restored):
-            canvas = paste_face(canvas, face, M, self.upscale)
+            mask = self.parser.mask(face) if self.parser is not None else None
+            canvas = paste_face(canvas, face, M, self.upscale, mask)
         alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size, interpolation=cv2.INTER_LINEAR)
         timings["paste"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         out = Photo(np.clip(canvas, 0, 1).astype(np.float32), alpha, photo.gray, photo.bits, photo.notes)
         results = [RestoredFace(f.box, f.score, f.landmarks, M, c, r) for f, M, c, r in zip(faces, affines, crops, restored)]
         return RestoreResult(out, results, timings)
+
+    def _background(self, rgb: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+        if self.bg_upsampler is not None:
+            return self.bg_upsampler(rgb, out_size)
+        if out_size == rgb.shape[1::-1]:
+            return rgb
+        return cv2.resize(rgb, out_size, interpolation=cv2.INTER_LANCZOS4)
 
     def _restore_aligned(self, photo: Photo, timings: dict) -> RestoreResult:
         t = time.perf_counter()

@@ -21,13 +21,23 @@ class OptionsError(ValueError):
 
 @dataclass
 class NetworkGOpts:
-    arch: str = "codec_prior"
+    arch: str = "codec_prior"  # codec_prior | sfmnet
     size: int = 512
     style_dim: int = 512
     n_mlp: int = 8
     channel_multiplier: float = 2
     narrow: float = 1.0
     enc_blocks: int = 1
+    channels: int = 64  # sfmnet only
+    n_modules: int = 8  # sfmnet only
+    scale: int = 8  # sfmnet only: the SR factor of its data
+
+    def arch_config(self) -> dict:
+        """{"arch": name, **constructor kwargs}: what gets stored with the weights."""
+        if self.arch == "sfmnet":
+            return {"arch": "sfmnet", "size": self.size, "channels": self.channels, "n_modules": self.n_modules, "scale": self.scale}
+        return {"arch": "codec_prior", "size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
+                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow, "enc_blocks": self.enc_blocks}
 
 
 @dataclass
@@ -86,7 +96,8 @@ class GFLOpts:
 @dataclass
 class LossOpts:
     l1: float = 8.0
-    multiscale_l1: float = 1.0
+    multiscale_l1: float = 1.0  # codec_prior: decoder RGB heads
+    amplitude_phase: float = 1.0  # sfmnet: L1 on amplitude and phase of the frequency-branch output
     gan_global: float = 0.5
     gan_local: float = 3.0
     feature_matching: FeatureLossOpts = field(default_factory=FeatureLossOpts)
@@ -238,6 +249,10 @@ def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
 
 
 def validate(opts: Options):
+    if opts.network_g.arch not in ("codec_prior", "sfmnet"):
+        raise OptionsError(f"network_g.arch must be codec_prior or sfmnet, got {opts.network_g.arch!r}")
+    if opts.network_g.arch == "sfmnet" and opts.train.losses.gan_local > 0:
+        raise OptionsError("network_g.arch sfmnet: set train.losses.gan_local: 0 (no local discriminators for SR)")
     if opts.train.mode not in ("restoration", "prior"):
         raise OptionsError(f"train.mode must be restoration or prior, got {opts.train.mode!r}")
     if opts.datasets.train.size != opts.network_g.size:

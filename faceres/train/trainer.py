@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..archs import CodecPriorNet, ComponentDiscriminator, StyleGAN2Discriminator, StyleGAN2Generator, freeze_d
+from ..archs import CodecPriorNet, ComponentDiscriminator, StyleGAN2Discriminator, StyleGAN2Generator, build_network, freeze_d
+from ..archs.sfmnet import amplitude_phase
 from ..data import FaceDataset, IterationSampler
 from ..devices import pick_device
 from ..data.components import COMPONENTS
@@ -66,8 +67,8 @@ class Trainer:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         g, d, tr, w = opts.network_g, opts.network_d, opts.train, opts.train.losses
         gkw = dict(size=g.size, style_dim=g.style_dim, n_mlp=g.n_mlp, channel_multiplier=g.channel_multiplier, narrow=g.narrow)
-        self.g_arch = {"arch": "codec_prior", **gkw, "enc_blocks": g.enc_blocks}
-        self.net_g = StyleGAN2Generator(**gkw) if self.prior_mode else CodecPriorNet(**gkw, enc_blocks=g.enc_blocks)
+        self.g_arch = g.arch_config()
+        self.net_g = StyleGAN2Generator(**gkw) if self.prior_mode else build_network(**self.g_arch)
         self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow)
         if opts.path.prior_g:
             load_prior(self.net_g, opts.path.prior_g, self.log)
@@ -88,9 +89,11 @@ class Trainer:
         adam = lambda groups: torch.optim.Adam(groups, betas=tr.betas)  # noqa: E731
         if self.prior_mode:
             self.opt_g = adam([{"params": list(self.net_g.parameters()), "lr": tr.lr.generator, "name": "generator"}])
-        else:
+        elif isinstance(self.net_g, CodecPriorNet):
             groups = self.net_g.param_groups()
             self.opt_g = adam([{"params": groups[k], "lr": getattr(tr.lr, k), "name": k} for k in ("codec", "generator", "noise")])
+        else:  # SFMNet: one network, the codec's learning rate
+            self.opt_g = adam([{"params": list(self.net_g.parameters()), "lr": tr.lr.codec, "name": "sfmnet"}])
         self.opt_d = adam([{"params": [p for p in self.net_d.parameters() if p.requires_grad], "lr": tr.lr.global_d, "name": "global_d"}])
         self.opt_local = adam([{"params": list(self.local_d.parameters()), "lr": tr.lr.local_d, "name": "local_d"}]) if self.local_d else None
         self.optimizers = [o for o in (self.opt_g, self.opt_d, self.opt_local) if o is not None]
@@ -130,7 +133,8 @@ class Trainer:
         w = self.opts.train.losses
         if self.prior_mode:
             return ["gan (softplus)", f"r1 {self.opts.train.r1_weight}"]
-        names = [f"l1 {w.l1}", f"multiscale_l1 {w.multiscale_l1}", f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
+        second = f"multiscale_l1 {w.multiscale_l1}" if isinstance(self.net_g, CodecPriorNet) else f"amplitude_phase {w.amplitude_phase}"
+        names = [f"l1 {w.l1}", second, f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
         if self.feature_loss is not None:
             kind = "VGG19 feature matching" if isinstance(self.feature_loss, VGGFeatureLoss) else "discriminator-feature matching (not VGG)"
             names.append(f"{kind} {w.feature_matching.weight}")
@@ -185,7 +189,14 @@ class Trainer:
     def _g_losses(self, lq, gt, boxes) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         w = self.opts.train.losses
         out, aux = self.net_g(lq, return_aux=True)
-        terms = {"l_l1": w.l1 * F.l1_loss(out, gt), "l_ms": w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)}
+        terms = {"l_l1": w.l1 * F.l1_loss(out, gt)}
+        if "rgbs" in aux:
+            terms["l_ms"] = w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)
+        if "frequency_output" in aux:  # SFMNet: pixel L1 on the frequency branch, plus amplitude/phase L1
+            fre = aux["frequency_output"]
+            (amp, pha), (amp_gt, pha_gt) = amplitude_phase(fre.float()), amplitude_phase(gt)
+            terms["l_l1_fre"] = w.l1 * F.l1_loss(fre, gt)
+            terms["l_amp_pha"] = w.amplitude_phase * (F.l1_loss(amp, amp_gt) + F.l1_loss(pha, pha_gt))
         if w.gan_global > 0:
             terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(out))
         if self.local_d is not None:
@@ -225,7 +236,7 @@ class Trainer:
         with self._autocast():
             l_d = d_logistic(self.net_d(gt), self.net_d(fake))
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["l_d"] = float(l_d)
+        logs["l_d"] = float(l_d.detach())
         l_d = l_d + self._r1(self.net_d, gt, logs)
         self.opt_d.zero_grad(set_to_none=True)
         l_d.backward()
@@ -249,7 +260,7 @@ class Trainer:
             return real.new_zeros(())
         real = real.detach().requires_grad_(True)
         penalty = r1_penalty(disc(real), real)
-        logs["r1"] = float(penalty)
+        logs["r1"] = float(penalty.detach())
         return tr.r1_weight / 2 * penalty * tr.d_reg_every
 
     def _step_prior(self, gt) -> dict[str, float]:
