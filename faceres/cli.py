@@ -331,6 +331,13 @@ def cmd_evaluate(args) -> int:
     return 0 if means else 1
 
 
+def cmd_app(args) -> int:
+    from .webapp import main as app_main
+
+    app_main(args.app_args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceres", description="Restore faces in old and degraded photographs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_landmarks_parser(sub)
     add_testset_parser(sub)
     add_evaluate_parser(sub)
+    app = sub.add_parser("app", help="start the web demo (needs the app extra); options as `python app.py --help`")
+    app.add_argument("app_args", nargs=argparse.REMAINDER)
+    app.set_defaults(func=cmd_app)
     return parser
 
 

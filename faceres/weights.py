@@ -107,9 +107,8 @@ def cache_dir() -> Path:
 
 
 def search_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("FACERES_WEIGHTS_DIR"):
-        dirs.append(Path(os.environ["FACERES_WEIGHTS_DIR"]))
+    """$FACERES_WEIGHTS_DIR (one folder or several, os.pathsep-separated), weights/, the cache."""
+    dirs = [Path(d) for d in os.environ.get("FACERES_WEIGHTS_DIR", "").split(os.pathsep) if d]
     return dirs + [REPO_WEIGHTS_DIR, cache_dir()]
 
 

@@ -1,0 +1,139 @@
+"""faceres web demo: upload photos, get them back with restored faces.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--model NAME_OR_PATH ...]   (or: faceres app ...)
+
+Runs offline on CPU with the shipped model. The page offers only the models the operator
+listed (default: the registry's restorers whose weights are on disk); it never reads a path
+or checkpoint supplied by a visitor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import FaceRestorer
+from .pipeline.images import ImageError, Photo, encode_image, read_photo, write_atomic
+from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
+
+MAX_UPLOAD = os.environ.get("FACERES_APP_MAX_UPLOAD", "20mb")
+MAX_PIXELS = int(float(os.environ.get("FACERES_APP_MAX_PIXELS", 25e6)))
+MAX_FILES = 8
+TIME_BUDGET_S = float(os.environ.get("FACERES_APP_TIMEOUT", 300))
+DETECTORS = ["auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet", "dlib"]
+
+
+def available_models() -> list[str]:
+    names = []
+    for spec in REGISTRY.values():
+        if spec.kind != "restorer":
+            continue
+        try:
+            resolve(spec.name, allow_download=False)
+            names.append(spec.name)
+        except WeightsError:
+            pass
+    return names or [DEFAULT_RESTORER]
+
+
+@lru_cache(maxsize=2)
+def get_restorer(model: str, detector: str, upscale: float, fidelity: float, bg: str, aligned: bool) -> FaceRestorer:
+    return FaceRestorer(model, detector, "auto", upscale, fidelity, aligned=aligned, bg_upsampler=None if bg == "none" else bg)
+
+
+def to_u8(rgb: np.ndarray) -> np.ndarray:
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowed_models):
+    """Returns (slider pair, face gallery, status markdown, download paths)."""
+    import gradio as gr
+
+    if not files:
+        raise gr.Error("Upload at least one photo.")
+    if model not in allowed_models:
+        raise gr.Error("Unknown model.")
+    files = files[:MAX_FILES]
+    try:
+        restorer = get_restorer(model, detector, float(upscale), float(fidelity), bg, bool(aligned))
+    except (WeightsError, ValueError) as err:
+        raise gr.Error(str(err)) from None
+    out_dir = Path(tempfile.mkdtemp(prefix="faceres-app-"))
+    start, gallery, downloads, lines, first = time.perf_counter(), [], [], [], None
+    for path in files:
+        name = Path(path).name
+        if time.perf_counter() - start > TIME_BUDGET_S:
+            lines.append(f"- **{name}**: skipped, the request ran past {TIME_BUDGET_S:.0f} s")
+            continue
+        try:
+            photo = read_photo(path, MAX_PIXELS)
+        except ImageError as err:
+            if len(files) == 1:
+                raise gr.Error(f"{name}: {err}") from None
+            lines.append(f"- **{name}**: {err}")
+            continue
+        t = time.perf_counter()
+        result = restorer.restore(photo)
+        seconds = time.perf_counter() - t
+        target = out_dir / f"{Path(name).stem}_restored.png"
+        write_atomic(target, encode_image(result.photo, "png"))
+        downloads.append(str(target))
+        gallery += [(to_u8(np.concatenate([f.crop, f.restored], axis=1)), f"{name} face {i + 1}: input | restored")
+                    for i, f in enumerate(result.faces)]
+        note = "no face found" if not result.faces else f"{len(result.faces)} face(s)"
+        lines.append(f"- **{name}**: {note}, {seconds:.1f} s, {result.image.shape[1]}×{result.image.shape[0]} px")
+        if first is None:
+            before = Photo(photo.rgb).rgb
+            import cv2
+
+            before = cv2.resize(before, result.image.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
+            first = (to_u8(before), to_u8(result.image))
+    status = f"**{restorer.detector_name}** detector, model **{model}**, total {time.perf_counter() - start:.1f} s\n\n" + "\n".join(lines)
+    return first, gallery, status, downloads
+
+
+def build_demo(models: list[str]):
+    import gradio as gr
+
+    with gr.Blocks(title="faceres — face restoration", delete_cache=(600, 900)) as demo:
+        gr.Markdown("# faceres\nRestore faces in old and degraded photos. Files are processed on this server and "
+                    "deleted after about 15 minutes.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                files = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="upload")
+                model = gr.Dropdown(models, value=models[0], label="Model")
+                detector = gr.Dropdown(DETECTORS, value="auto", label="Face detector")
+                upscale = gr.Slider(1, 4, value=2, step=1, label="Upscale")
+                fidelity = gr.Slider(0, 1, value=1, step=0.05, label="Fidelity (1 = closest to the input)")
+                bg = gr.Dropdown(["none", "realesrgan"], value="none", label="Background upsampler")
+                aligned = gr.Checkbox(label="Already aligned face crops")
+                run = gr.Button("Restore", variant="primary", elem_id="restore")
+            with gr.Column(scale=2):
+                slider = gr.ImageSlider(label="Before / after", elem_id="result", type="numpy")
+                status = gr.Markdown(elem_id="status")
+                faces = gr.Gallery(label="Faces: input | restored", columns=3, elem_id="faces")
+                download = gr.File(label="Download full resolution", file_count="multiple", elem_id="download")
+        run.click(lambda *a: restore_files(*a, allowed_models=models), [files, model, detector, upscale, fidelity, bg, aligned],
+                  [slider, faces, status, download], concurrency_limit=1)
+    demo.queue(max_size=16, default_concurrency_limit=1)
+    return demo
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--model", action="append", help="model(s) to offer (default: restorers found on disk)")
+    args = ap.parse_args(argv)
+    models = args.model or available_models()
+    build_demo(models).launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True)
+
+
+if __name__ == "__main__":
+    main()
