@@ -54,6 +54,12 @@ def add_restore_parser(sub):
     p.add_argument("--no-faces", action="store_true", help="write restored_imgs only (no per-face outputs)")
     p.add_argument("--max-pixels", type=float, default=80e6, help="reject larger images (default 80 MP)")
     p.add_argument("--bg-upsampler", default="none", choices=["none", "realesrgan"], help="upsample the background (Real-ESRGAN x2)")
+    p.add_argument("--on-drift", default="flag", choices=["off", "flag", "fallback"],
+                   help="identity-drift guard: flag faces whose identity moved (report), or fall back to fidelity 1 / the input face")
+    p.add_argument("--drift-threshold", type=float, default=None, help="similarity below which a face counts as drifted")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="photo of the same person: restore faces by SAIR toward its identity (needs ArcFace weights)")
+    p.add_argument("--reference-steps", type=int, default=400, help="SAIR optimisation steps")
     p.add_argument("--parse", default="auto", choices=["auto", "on", "off"],
                    help="face-parsing paste mask: auto = when ParseNet weights are on disk")
     p.set_defaults(func=cmd_restore)
@@ -102,7 +108,15 @@ def _restore_one(restorer, path: Path, rel: Path, args) -> dict:
     entry = {"input": str(path), "output": str(names["image"]), "faces": len(result.faces),
              "boxes": [[round(float(v), 1) for v in f.box] for f in result.faces],
              "scores": [round(f.score, 4) for f in result.faces],
+             "identity": [None if f.identity is None else round(f.identity, 4) for f in result.faces],
+             "drifted": [i for i, f in enumerate(result.faces) if f.drifted],
              "seconds": {k: round(v, 4) for k, v in timings.items()}}
+    actions = {i: f.action for i, f in enumerate(result.faces) if f.action}
+    if actions:
+        entry["drift_actions"] = actions
+    references = [f.reference for f in result.faces if f.reference]
+    if references:
+        entry["reference"] = references
     if photo.notes:
         entry["notes"] = list(photo.notes)
     if not result.faces:
@@ -114,6 +128,7 @@ def cmd_restore(args) -> int:
     from tqdm import tqdm
 
     from .pipeline.images import ImageError, list_images, write_atomic
+    from .pipeline.reference import SAIRConfig
     from .pipeline.restorer import FaceRestorer
     from .weights import DEFAULT_RESTORER, WeightsError
 
@@ -129,8 +144,10 @@ def cmd_restore(args) -> int:
         _clean_partial_files(args.output)
         restorer = FaceRestorer(args.model or DEFAULT_RESTORER, args.detector, args.device, args.upscale, args.fidelity,
                                 args.only_center_face, args.aligned, args.min_eye_distance, args.batch_size,
-                                bg_upsampler=args.bg_upsampler, parse=args.parse)
-    except (WeightsError, ValueError, OSError) as err:
+                                bg_upsampler=args.bg_upsampler, parse=args.parse, on_drift=args.on_drift,
+                                drift_threshold=args.drift_threshold, reference=args.reference,
+                                sair=SAIRConfig(steps=args.reference_steps))
+    except (WeightsError, ValueError, OSError, ImageError) as err:
         return fail(str(err))
     print(f"faceres: model {args.model or DEFAULT_RESTORER} on {restorer.device}, detector {restorer.detector_name}, "
           f"{len(files)} image(s)", file=sys.stderr)
@@ -164,6 +181,8 @@ def cmd_restore(args) -> int:
         interrupted = True
         print("faceres: interrupted; finished outputs are complete, re-run to continue", file=sys.stderr)
     report = {"model": args.model or DEFAULT_RESTORER, "detector": restorer.detector_name, "device": str(restorer.device),
+              "identity_metric": restorer.guard.name if restorer.guard else None,
+              "drift_threshold": restorer.guard.threshold if restorer.guard else None,
               "upscale": args.upscale, "fidelity": args.fidelity, "images": entries, "failed": failed,
               "faces": n_faces, "interrupted": interrupted, "seconds": round(time.perf_counter() - t0, 3)}
     name = "report.json" if shard_n == 1 else f"report.shard{shard_i}-of-{shard_n}.json"
@@ -266,6 +285,7 @@ def add_testset_parser(sub):
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--degradation", default="paper", choices=["paper", "x4", "x8"])
+    p.add_argument("--options", type=Path, help="take the degradation from this training options file's val (or train) set")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--subset", default=":", help="python slice over the sorted files, e.g. 0:50")
     p.add_argument("--center-crop", action="store_true", help="central square first (CelebA aligned 178x218)")
@@ -281,7 +301,13 @@ def cmd_testset(args) -> int:
     from .data.testset import make_testset
 
     try:
-        out = make_testset(args.hq_dir, args.output, args.seed, args.degradation, args.size, parse_slice(args.subset), args.center_crop)
+        degradation = args.degradation
+        if args.options:
+            from .train.options import load_options
+
+            sets = load_options(args.options).datasets
+            degradation = (sets.val or sets.train).degradation
+        out = make_testset(args.hq_dir, args.output, args.seed, degradation, args.size, parse_slice(args.subset), args.center_crop)
     except (FileNotFoundError, ValueError) as err:
         return fail(str(err))
     print(out)

@@ -44,7 +44,8 @@ def available_models() -> list[str]:
 
 @lru_cache(maxsize=2)
 def get_restorer(model: str, detector: str, upscale: float, fidelity: float, bg: str, aligned: bool) -> FaceRestorer:
-    return FaceRestorer(model, detector, "auto", upscale, fidelity, aligned=aligned, bg_upsampler=None if bg == "none" else bg)
+    return FaceRestorer(model, detector, "auto", upscale, fidelity, aligned=aligned, bg_upsampler=None if bg == "none" else bg,
+                        on_drift="flag")
 
 
 def to_u8(rgb: np.ndarray) -> np.ndarray:
@@ -88,6 +89,8 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
                     for i, f in enumerate(result.faces)]
         note = "no face found" if not result.faces else f"{len(result.faces)} face(s)"
         lines.append(f"- **{name}**: {note}, {seconds:.1f} s, {result.image.shape[1]}×{result.image.shape[0]} px")
+        lines += [f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.guard.threshold}); "
+                  "try a higher fidelity" for i, f in enumerate(result.faces) if f.drifted]
         if first is None:
             before = Photo(photo.rgb).rgb
             import cv2

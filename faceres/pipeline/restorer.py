@@ -18,6 +18,7 @@ from .background import FaceParser, RealESRGANUpsampler
 from .detect import Face, build_detector
 from .images import Photo, load_photo, looks_gray
 from .paste import paste_face
+from .reference import DEFAULT_DRIFT_THRESHOLD, SAIR, IdentityGuard, SAIRConfig
 
 
 @dataclass
@@ -28,6 +29,10 @@ class RestoredFace:
     affine: np.ndarray  # 2x3, photo -> crop
     crop: np.ndarray  # float RGB (size, size, 3): the aligned input face
     restored: np.ndarray  # float RGB (size, size, 3)
+    identity: float | None = None  # drift guard: similarity of input and restored face
+    drifted: bool = False
+    action: str | None = None  # drift fallback taken: "fidelity 1" | "kept input"
+    reference: dict | None = None  # SAIR: which reference face, similarity, seconds
 
 
 @dataclass
@@ -59,12 +64,19 @@ class FaceRestorer:
     upscale: output size factor for the whole photo; faces are pasted at that scale.
     bg_upsampler: None | "realesrgan" (Real-ESRGAN x2 over tiles) for the rest of the photo.
     parse: "auto" | "on" | "off": multiply the paste mask by a face-parsing mask (ParseNet).
+    on_drift: "off" | "flag" | "fallback": compare identity of input and restored face (ArcFace when a
+        recognizer is given, dlib otherwise); flag faces below the threshold, and with "fallback"
+        retry at fidelity 1, then keep the input face.
+    reference: a photo of the same person: faces are restored by SAIR (latent optimisation of the
+        prior toward the reference's identity) with `recognizer` (default: ArcFace from the registry).
     """
 
     def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, detector: str = "auto", device: str = "auto",
                  upscale: float = 2, fidelity: float = 1.0, only_center_face: bool = False, aligned: bool = False,
                  min_eye_distance: float = 5.0, batch_size: int = 4, det_max_side: int | None = 2048,
-                 bg_upsampler: str | None = None, parse: str = "auto"):
+                 bg_upsampler: str | None = None, parse: str = "auto", on_drift: str = "off",
+                 drift_threshold: float | None = None, reference=None, recognizer: nn.Module | None = None,
+                 sair: SAIRConfig | None = None):
         if not 0.0 <= fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if upscale <= 0:
@@ -86,6 +98,34 @@ class FaceRestorer:
         if bg_upsampler not in (None, "none", "realesrgan"):
             raise ValueError(f"unknown background upsampler {bg_upsampler!r}; choose none or realesrgan")
         self.parser = self._build_parser(parse)
+        if on_drift not in ("off", "flag", "fallback"):
+            raise ValueError(f"on_drift must be off, flag or fallback, got {on_drift!r}")
+        self.on_drift = on_drift
+        self.guard = None
+        if on_drift != "off":
+            self.guard = IdentityGuard(drift_threshold or DEFAULT_DRIFT_THRESHOLD, recognizer)
+        self.sair = self.reference_faces = None
+        if reference is not None:
+            self._setup_reference(reference, recognizer, sair)
+
+    def _setup_reference(self, reference, recognizer, cfg):
+        if recognizer is None:
+            from ..losses.identity import build_arcface
+            from ..weights import load_state_dict_file
+
+            recognizer = build_arcface(load_state_dict_file(resolve("arcface-irse50")))
+        self.sair = SAIR(self.net, recognizer.to(self.device), cfg)
+        photo = self._as_photo(reference)
+        if self.aligned:
+            crops = [cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)]
+        else:
+            faces = self.detect(photo)
+            if not faces:
+                raise ValueError("no face found in the reference photo")
+            crops = [warp_face(photo.rgb, estimate_affine(f.landmarks, self.size), self.size) for f in faces]
+        self.reference_faces = [self._to_tensor(c) for c in crops]
+        with torch.no_grad():
+            self.reference_ids = [self.sair.embed(t) for t in self.reference_faces]
 
     def _build_parser(self, parse: str) -> FaceParser | None:
         """on: required; auto: used when its weights are already on disk; off: square feather only."""
@@ -149,21 +189,62 @@ class FaceRestorer:
         crops = [warp_face(photo.rgb, M, self.size) for M in affines]
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
-        restored = [self._match_gray(r, photo) for r in self.restore_crops(crops)]
+        restored = self.restore_crops(crops) if self.sair is None else [None] * len(crops)
+        results = [RestoredFace(f.box, f.score, f.landmarks, M, c, r) for f, M, c, r in zip(faces, affines, crops, restored)]
+        if self.sair is not None:
+            for face in results:
+                self._restore_with_reference(face)
+        for face in results:
+            face.restored = self._match_gray(face.restored, photo)
         timings["restore"] = time.perf_counter() - t
+        if self.guard is not None:
+            t = time.perf_counter()
+            for face in results:
+                self._guard(face)
+            timings["identity"] = time.perf_counter() - t
         t = time.perf_counter()
         h, w = photo.rgb.shape[:2]
         out_size = (round(w * self.upscale), round(h * self.upscale))
         canvas = self._background(photo.rgb, out_size)
-        for M, face in zip(affines, restored):
-            mask = self.parser.mask(face) if self.parser is not None else None
-            canvas = paste_face(canvas, face, M, self.upscale, mask)
+        for face in results:
+            if face.action == "kept input":
+                continue
+            mask = self.parser.mask(face.restored) if self.parser is not None else None
+            canvas = paste_face(canvas, face.restored, face.affine, self.upscale, mask)
         alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size, interpolation=cv2.INTER_LINEAR)
         timings["paste"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         out = Photo(np.clip(canvas, 0, 1).astype(np.float32), alpha, photo.gray, photo.bits, photo.notes)
-        results = [RestoredFace(f.box, f.score, f.landmarks, M, c, r) for f, M, c, r in zip(faces, affines, crops, restored)]
         return RestoreResult(out, results, timings)
+
+    def _to_tensor(self, crop: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None].float().to(self.device) * 2 - 1
+
+    def _restore_with_reference(self, face: RestoredFace):
+        """SAIR with the reference face most similar to this input face."""
+        lq = self._to_tensor(face.crop)
+        with torch.no_grad():
+            query = self.sair.embed(lq)
+            sims = [float((query * r).sum()) for r in self.reference_ids]
+        best = int(np.argmax(sims))
+        image, history = self.sair.restore(lq, self.reference_faces[best])
+        face.restored = ((image[0].float().cpu().permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+        face.reference = {"face": best, "of": len(sims), "similarity": round(sims[best], 4), "seconds": round(history["seconds"], 2)}
+
+    def _guard(self, face: RestoredFace):
+        face.identity, face.drifted = self.guard.check(face.crop, face.restored)
+        if not face.drifted or self.on_drift != "fallback":
+            return
+        if self.fidelity < 1 and self.sair is None:
+            fidelity, self.fidelity = self.fidelity, 1.0
+            try:
+                face.restored = self.restore_crops([face.crop])[0]
+            finally:
+                self.fidelity = fidelity
+            face.identity, face.drifted = self.guard.check(face.crop, face.restored)
+            face.action = "fidelity 1"
+        if face.drifted:
+            face.restored, face.action = face.crop, "kept input"
 
     def _background(self, rgb: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
         if self.bg_upsampler is not None:
@@ -176,13 +257,20 @@ class FaceRestorer:
         t = time.perf_counter()
         h, w = photo.rgb.shape[:2]
         crop = cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR)
-        restored = self._match_gray(self.restore_crops([crop])[0], photo)
+        M = np.array([[self.size / w, 0, 0], [0, self.size / h, 0]], np.float32)
+        face = RestoredFace(np.array([0, 0, w, h], np.float32), 1.0, np.zeros((5, 2), np.float32), M, crop, crop)
+        if self.sair is not None:
+            self._restore_with_reference(face)
+        else:
+            face.restored = self.restore_crops([crop])[0]
+        face.restored = self._match_gray(face.restored, photo)
+        if self.guard is not None:
+            self._guard(face)
         out_size = (round(w * self.upscale), round(h * self.upscale))
-        rgb = cv2.resize(restored, out_size, interpolation=cv2.INTER_LANCZOS4)
+        source = photo.rgb if face.action == "kept input" else face.restored
+        rgb = cv2.resize(source, out_size, interpolation=cv2.INTER_LANCZOS4)
         alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size)
         timings["restore"] = timings["total"] = time.perf_counter() - t
-        M = np.array([[self.size / w, 0, 0], [0, self.size / h, 0]], np.float32)
-        face = RestoredFace(np.array([0, 0, w, h], np.float32), 1.0, np.zeros((5, 2), np.float32), M, crop, restored)
         return RestoreResult(Photo(np.clip(rgb, 0, 1), alpha, photo.gray, photo.bits, photo.notes), [face], timings)
 
     @staticmethod

@@ -1,0 +1,190 @@
+"""Reference-guided restoration (SAIR, seed 002) and the identity-drift guard.
+
+SAIR optimises a W+ latent of the generator's StyleGAN2 prior so that the generated face,
+degraded, matches the input, while its identity matches a reference photo of the same person:
+
+    min_w  L_d + (1 - <T(ref), T(G(w))> + λ||w - w_ref||²) + α1 L_e + α2 L_hist
+
+L_d = mean squared error between D(G(w)) and D(Y) with a differentiable D = Gaussian blur then
+bilinear downsampling (noise is left to the expectation, JPEG is left out). The noise branches
+of the generator get the input's own decoder features, fixed during the optimisation. L_e (the
+expression term) runs only when direction vectors are supplied. L_hist compares per-channel CDFs
+of soft histograms over the central face region. Start: w = w_ref, the reference's latent
+from our encoder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..archs import CodecPriorNet, GPENGenerator
+from ..losses.identity import face_region_112
+
+
+@dataclass
+class SAIRConfig:
+    steps: int = 400
+    lr: float = 0.1
+    lam: float = 0.001  # λ: pull toward w_ref
+    alpha1: float = 0.1  # expression term (only with directions)
+    alpha2: float = 0.05  # skin-colour histogram term
+    blur_sigma: float = 1.0  # of D, in pixels of the model's face size
+    scale: int = 4  # downsampling factor of D
+    bins: int = 32
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def degrade_diff(x: torch.Tensor, cfg: SAIRConfig) -> torch.Tensor:
+    x = gaussian_blur(x, cfg.blur_sigma)
+    return F.interpolate(x, scale_factor=1 / cfg.scale, mode="bilinear", align_corners=False, antialias=True)
+
+
+def face_mask(size: int, device=None) -> torch.Tensor:
+    """Central ellipse of an FFHQ-aligned face (cheeks, nose, forehead): where skin colour lives."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size, device=device), torch.linspace(-1, 1, size, device=device), indexing="ij")
+    return (((xx / 0.45) ** 2 + ((yy - 0.1) / 0.55) ** 2) < 1).float()
+
+
+def soft_cdf(x: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
+    """Differentiable per-channel CDF of values in [0, 1] under `mask` (triangular soft binning)."""
+    centers = torch.linspace(0, 1, bins, device=x.device)
+    width = 1 / (bins - 1)
+    values = x.flatten(2)  # (B, C, N)
+    weights = mask.flatten()[None, None, :, None]
+    member = (1 - (values[..., None] - centers).abs() / width).clamp_min(0) * weights  # (B, C, N, bins)
+    hist = member.sum(2)
+    hist = hist / hist.sum(-1, keepdim=True).clamp_min(1e-8)
+    return hist.cumsum(-1)
+
+
+def histogram_loss(a: torch.Tensor, b: torch.Tensor, bins: int) -> torch.Tensor:
+    """a, b in [-1, 1]: L1 between the CDFs of their face-region colour histograms."""
+    mask = face_mask(a.shape[-1], a.device)
+    return (soft_cdf((a + 1) / 2, mask, bins) - soft_cdf((b + 1) / 2, mask, bins)).abs().mean()
+
+
+def expression_loss(w: torch.Tensor, direction: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    moved = (w + gamma * direction).flatten(1)
+    return (1 - F.cosine_similarity(moved, direction.flatten(1).expand_as(moved))).mean()
+
+
+class Embedder(nn.Module):
+    """Recognizer T on aligned faces in [-1, 1]: inner-face crop at 112, L2-normalised output."""
+
+    def __init__(self, recognizer: nn.Module):
+        super().__init__()
+        self.recognizer = recognizer.eval().requires_grad_(False)
+
+    def forward(self, x):
+        return F.normalize(self.recognizer(face_region_112(x)).flatten(1), dim=1)
+
+
+class SAIR:
+    def __init__(self, net: nn.Module, recognizer: nn.Module, cfg: SAIRConfig | None = None):
+        if not isinstance(net, (CodecPriorNet, GPENGenerator)):
+            raise ValueError(f"reference-guided restoration needs a StyleGAN2-prior model, not {type(net).__name__}")
+        self.net, self.cfg = net.eval(), cfg or SAIRConfig()
+        self.embed = Embedder(recognizer)
+
+    def _code_and_noise(self, face: torch.Tensor):
+        if isinstance(self.net, CodecPriorNet):
+            code, feats, _ = self.net.codec(face)
+        else:
+            code, feats = self.net.encode(face)
+        return code, [feats[0]] + [f for f in feats[1:] for _ in range(2)]
+
+    @torch.no_grad()
+    def latent(self, face: torch.Tensor) -> torch.Tensor:
+        """W+ (B, n_latent, style_dim) of a face: encoder code -> mapping MLP, repeated."""
+        code, _ = self._code_and_noise(face)
+        g = self.net.generator
+        return g.style(code).unsqueeze(1).repeat(1, g.n_latent, 1)
+
+    def synthesize(self, w: torch.Tensor, noise) -> torch.Tensor:
+        return self.net.generator(w, noise, input_is_latent=True)[0]
+
+    def restore(self, lq: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor | None = None):
+        """lq, reference: (1, 3, S, S) aligned faces in [-1, 1]. Returns (image, history)."""
+        cfg = self.cfg
+        with torch.no_grad():
+            _, noise = self._code_and_noise(lq)
+            noise = [n.detach() for n in noise]
+            target = degrade_diff(lq, cfg)
+            ref_id = self.embed(reference)
+        w_ref = self.latent(reference)
+        w = w_ref.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=cfg.lr)
+        history = {k: [] for k in ("degradation", "identity", "histogram", "total", "distance_to_ref")}
+        t0 = time.perf_counter()
+        for _ in range(cfg.steps):
+            img = self.synthesize(w, noise)
+            l_d = F.mse_loss(degrade_diff(img, cfg), target)
+            l_id = 1 - (self.embed(img) * ref_id).sum(1).mean() + cfg.lam * (w - w_ref).pow(2).sum()
+            l_hist = histogram_loss(img, lq, cfg.bins)
+            total = l_d + l_id + cfg.alpha2 * l_hist
+            if directions is not None:
+                total = total + cfg.alpha1 * expression_loss(w, directions)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            for k, v in (("degradation", l_d), ("identity", l_id), ("histogram", l_hist), ("total", total)):
+                history[k].append(float(v.detach()))
+            history["distance_to_ref"].append(float((w.detach() - w_ref).norm()))
+        history["seconds"] = time.perf_counter() - t0
+        with torch.no_grad():
+            return self.synthesize(w, noise).clamp(-1, 1), history
+
+
+# ---------------------------------------------------------------------------- drift guard
+
+# Calibrated by bench/drift_roc.py on CelebA aligned faces (see docs/identity_drift.md):
+# dlib descriptors, degraded input vs clean photo of the same / another person.
+DEFAULT_DRIFT_THRESHOLD = 0.865
+
+
+class IdentityGuard:
+    """Flags restored faces whose identity embedding moved away from the input face's."""
+
+    def __init__(self, threshold: float = DEFAULT_DRIFT_THRESHOLD, recognizer: nn.Module | None = None):
+        self.threshold = threshold
+        if recognizer is not None:
+            self.embedder, self.name = Embedder(recognizer), "identity (ArcFace)"
+        else:
+            from ..metrics.identity import DlibFaces
+
+            self.embedder, self.name = DlibFaces(), "identity (dlib)"
+
+    def _embed(self, face_rgb: np.ndarray) -> np.ndarray:
+        if isinstance(self.embedder, Embedder):
+            t = torch.from_numpy(face_rgb.transpose(2, 0, 1))[None].float() * 2 - 1
+            with torch.no_grad():
+                return self.embedder(t)[0].numpy()
+        import cv2
+
+        u8 = (cv2.resize(face_rgb, (256, 256), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)
+        return self.embedder.embedding(u8)
+
+    def similarity(self, input_face: np.ndarray, restored_face: np.ndarray) -> float:
+        a, b = self._embed(input_face), self._embed(restored_face)
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+    def check(self, input_face: np.ndarray, restored_face: np.ndarray) -> tuple[float, bool]:
+        """(similarity, drifted)."""
+        s = self.similarity(input_face, restored_face)
+        return s, s < self.threshold or math.isnan(s)
