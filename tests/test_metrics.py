@@ -101,3 +101,18 @@ def test_evaluate_model_path(shared, tmp_path, tiny_model, monkeypatch):
     assert set(means) == {"input", str(tiny_model)}
     assert (tmp_path / "ev/contact_sheet.png").is_file()
     assert len(list((tmp_path / "ev/restored").iterdir())) == 2
+
+
+# NIQE of these shared images from pyiqa 0.1.16's independent PyTorch implementation (same
+# pristine parameters, Y = BT.601), recorded by `python bench/niqe_crosscheck.py` on 2026-11-23.
+PYIQA_NIQE = {"celebahq-512/images/00129b5490b5459d813a2f031033635e.jpg": 3.9379,
+              "celebahq-512/images/002b92f1277545ed80cae62a1f3fd84c.jpg": 3.4785,
+              "real-lq/cropped/00000052_lq.png": 13.3042}
+
+
+@pytest.mark.parametrize("name", sorted(PYIQA_NIQE))
+def test_niqe_matches_independent_implementation(shared, name):
+    import cv2
+
+    rgb = cv2.imread(str(shared / "data" / name))[..., ::-1].astype(np.float32) / 255
+    assert niqe(rgb, shared / "weights/niqe_pris_params.npz") == pytest.approx(PYIQA_NIQE[name], abs=0.02)
