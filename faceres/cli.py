@@ -314,6 +314,19 @@ def cmd_testset(args) -> int:
     return 0
 
 
+def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0) -> Path:
+    """Run a model on aligned LQ faces; outputs at the LQ images' size."""
+    from .pipeline.images import Photo, encode_image, load_photo, write_atomic
+    from .pipeline.restorer import FaceRestorer
+
+    restorer = FaceRestorer(model, aligned=True, upscale=1, device=device, fidelity=fidelity)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(p for p in lq.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        result = restorer.restore(load_photo(path))
+        write_atomic(out / (path.stem + ".png"), encode_image(Photo(result.image), "png"))
+    return out
+
+
 def add_evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="metric table for a model or a folder of restored faces")
     src = p.add_mutually_exclusive_group(required=True)
@@ -330,7 +343,7 @@ def add_evaluate_parser(sub):
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics.evaluate import plot, restore_folder, score_folder, write_reports
+    from .metrics.evaluate import plot, score_folder, write_reports
     from .weights import WeightsError, resolve
 
     if args.model and not args.lq:

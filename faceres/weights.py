@@ -131,7 +131,8 @@ def check_file(path: Path, spec: WeightSpec) -> None:
 def _missing_message(spec: WeightSpec, reason: str) -> str:
     where = ", ".join(str(d) for d in search_dirs())
     source = f"download it from {spec.url}" if spec.url else "it ships with faceres's repository (weights/)"
-    return f"weights {spec.name!r} ({spec.filename}) not found in [{where}] and {reason}; {source} and put it in one of those folders or set FACERES_WEIGHTS_DIR"
+    return (f"weights {spec.name!r} ({spec.filename}) not found in [{where}] and {reason}; {source} "
+            "and put it in one of those folders or set FACERES_WEIGHTS_DIR")
 
 
 def download(spec: WeightSpec, dest_dir: Path | None = None, progress: bool = True) -> Path:
@@ -285,13 +286,18 @@ def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> 
     return model.eval(), config
 
 
-def init_from_gpen(model: nn.Module, gpen_sd: dict[str, torch.Tensor]) -> dict[str, list[str]]:
-    """Copy GPEN's StyleGAN2 prior (`generator.*`) into a CodecPriorNet. The codec stays new.
-    Returns {"loaded": [...], "new": [...], "skipped": [...]} (skipped = GPEN keys not used)."""
-    own = model.state_dict()
-    loaded = [k for k, v in gpen_sd.items() if k in own and own[k].shape == v.shape]
-    mismatched = [k for k, v in gpen_sd.items() if k in own and own[k].shape != v.shape]
+def init_generator_from(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Copy a StyleGAN2 prior into `model` (a CodecPriorNet's `generator`, or a bare generator):
+    from a GPEN-BFR state_dict (`generator.*` keys; its encoder is skipped) or from a prior-stage
+    export (bare keys). Returns {"loaded": [...], "new": [...], "skipped": [...]}, names relative to
+    the generator."""
+    target = getattr(model, "generator", model)
+    prior = {k.removeprefix("generator."): v for k, v in sd.items() if not k.startswith(("ecd", "final_linear"))}
+    own = target.state_dict()
+    mismatched = [k for k, v in prior.items() if k in own and own[k].shape != v.shape]
     if mismatched:
-        raise WeightsError(f"GPEN prior does not fit this network: {len(mismatched)} tensors differ in shape, e.g. {mismatched[0]}")
-    model.load_state_dict({k: gpen_sd[k].float() for k in loaded}, strict=False)
-    return {"loaded": loaded, "new": [k for k in own if k not in gpen_sd], "skipped": [k for k in gpen_sd if k not in own]}
+        raise WeightsError(f"prior does not fit this network: {len(mismatched)} tensors differ in shape, e.g. {mismatched[0]}")
+    loaded = [k for k in prior if k in own]
+    target.load_state_dict({k: prior[k].float() for k in loaded}, strict=False)
+    skipped = [k for k in sd if k.removeprefix("generator.") not in own]
+    return {"loaded": loaded, "new": [k for k in own if k not in prior], "skipped": skipped}

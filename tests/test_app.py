@@ -46,7 +46,7 @@ def app_url(shared, tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(Path(log.name).read_text()[-3000:])
+                raise RuntimeError(Path(log.name).read_text()[-3000:]) from None
             time.sleep(0.5)
     else:
         proc.kill()

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,9 +51,9 @@ def test_niqe_orders_clean_above_degraded(shared):
 
 
 def test_identity_dlib_separates_same_and_different_people(shared):
-    from faceres.metrics.identity import DlibFaces, cosine
-
     from PIL import Image
+
+    from faceres.metrics.identity import DlibFaces, cosine
 
     files = sorted((shared / "data/celeba-aligned/images").iterdir())
     by_id = {}

@@ -60,7 +60,8 @@ def test_degradation_is_reproducible_and_in_range(shared):
         assert opts.noise[0] <= p["noise"] <= opts.noise[1]
         assert opts.jpeg[0] <= p["jpeg"] <= opts.jpeg[1]
         if p["blur"]["type"] == "gaussian":
-            assert opts.blur_sigma[0] <= min(p["blur"]["sigma_x"], p["blur"]["sigma_y"]) <= max(p["blur"]["sigma_x"], p["blur"]["sigma_y"]) <= opts.blur_sigma[1]
+            sigmas = (p["blur"]["sigma_x"], p["blur"]["sigma_y"])
+            assert opts.blur_sigma[0] <= min(sigmas) <= max(sigmas) <= opts.blur_sigma[1]
     kinds = {p["blur"]["type"] for p in draws}
     assert kinds == {"gaussian", "motion"}
     gt = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)

@@ -8,7 +8,6 @@ load strictly (see `faceres.weights.gpen_config_from_state_dict`).
 
 import math
 
-import torch
 from torch import nn
 
 from .stylegan2 import ConvLayer, EqualLinear, StyleGAN2Generator, channel_table

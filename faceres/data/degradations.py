@@ -56,7 +56,7 @@ DEGRADATION_PRESETS = {
 
 
 def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
-    u = lambda r: float(rng.uniform(*r))  # noqa: E731
+    u = lambda r: float(rng.uniform(*r))
     if rng.random() >= opts.blur_prob:
         blur = {"type": "none"}
     elif rng.random() < opts.motion_prob:

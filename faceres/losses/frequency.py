@@ -120,7 +120,7 @@ class GuidedFrequencyLoss(nn.Module):
         self.schedule, self.eps = schedule, eps
 
     @classmethod
-    def from_opts(cls, o, total_iter: int) -> "GuidedFrequencyLoss":
+    def from_opts(cls, o, total_iter: int) -> GuidedFrequencyLoss:
         return cls(BandSchedule(o.omega0, o.omega_final, o.stages, total_iter, o.mode, o.thresholds))
 
     def components(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

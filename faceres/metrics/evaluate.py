@@ -54,7 +54,7 @@ def score_folder(restored: Path, gt: Path | None, niqe_params: Path | None, iden
         if niqe_params is not None:
             row["niqe"] = niqe(r, niqe_params)
         if faces is not None:
-            to_u8 = lambda x: (cv2.resize(x, (256, 256), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+            to_u8 = lambda x: (cv2.resize(x, (256, 256), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)
             ru, gu = to_u8(r), to_u8(g)
             row["identity (dlib)"] = cosine(faces.embedding(ru), faces.embedding(gu))
             row["lmd"] = landmark_distance(faces, ru, gu)
@@ -94,19 +94,6 @@ def write_reports(results: dict[str, list[dict]], out_dir: Path) -> dict[str, di
                 writer.writerow([name, r["image"], *[r.get(k, "") for k in keys]])
     (out_dir / "metrics.json").write_text(json.dumps({"mean": means, "per_image": results}, indent=1))
     return means
-
-
-def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0) -> Path:
-    """Run a model on aligned LQ faces; outputs at the LQ images' size."""
-    from ..pipeline.images import Photo, encode_image, load_photo, write_atomic
-    from ..pipeline.restorer import FaceRestorer
-
-    restorer = FaceRestorer(model, aligned=True, upscale=1, device=device, fidelity=fidelity)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(p for p in lq.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        result = restorer.restore(load_photo(path))
-        write_atomic(out / (path.stem + ".png"), encode_image(Photo(result.image), "png"))
-    return out
 
 
 def plot(results: dict[str, list[dict]], restored_dir: Path, lq: Path | None, gt: Path | None, out_dir: Path, key: str = "psnr"):

@@ -23,7 +23,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     win = cv2.getGaussianKernel(11, 1.5)
     win = win @ win.T
-    f = lambda z: cv2.filter2D(z, -1, win)[5:-5, 5:-5]  # noqa: E731  (valid region only)
+    f = lambda z: cv2.filter2D(z, -1, win)[5:-5, 5:-5]  # valid region only
     mx, my = f(x), f(y)
     sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..data import DatasetOpts, DegradationOpts
+from ..data import DatasetOpts
 
 
 class OptionsError(ValueError):
@@ -259,7 +259,8 @@ def validate(opts: Options):
         raise OptionsError(f"datasets.train.size ({opts.datasets.train.size}) must equal network_g.size ({opts.network_g.size})")
     losses = opts.train.losses
     if losses.feature_matching.type not in ("vgg19", "discriminator_features", "none"):
-        raise OptionsError(f"train.losses.feature_matching.type: vgg19 | discriminator_features | none, got {losses.feature_matching.type!r}")
+        raise OptionsError("train.losses.feature_matching.type: vgg19 | discriminator_features | none, "
+                           f"got {losses.feature_matching.type!r}")
     if losses.identity.type not in ("arcface", "none"):
         raise OptionsError(f"train.losses.identity.type: arcface | none, got {losses.identity.type!r}")
     if losses.gfl.mode not in ("static", "dynamic"):

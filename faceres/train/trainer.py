@@ -20,13 +20,21 @@ from torch.utils.data import DataLoader
 from ..archs import CodecPriorNet, ComponentDiscriminator, StyleGAN2Discriminator, StyleGAN2Generator, build_network, freeze_d
 from ..archs.sfmnet import amplitude_phase
 from ..data import FaceDataset, IterationSampler
-from ..devices import pick_device
 from ..data.components import COMPONENTS
-from ..losses import (DiscriminatorFeatureLoss, IdentityLoss, VGGFeatureLoss, build_arcface, d_logistic, g_nonsaturating,
-                      multiscale_l1, r1_penalty)
+from ..devices import pick_device
+from ..losses import (
+    DiscriminatorFeatureLoss,
+    IdentityLoss,
+    VGGFeatureLoss,
+    build_arcface,
+    d_logistic,
+    g_nonsaturating,
+    multiscale_l1,
+    r1_penalty,
+)
 from ..losses.frequency import FocalFrequencyLoss, GuidedFrequencyLoss
 from ..metrics import psnr, ssim
-from ..weights import WeightsError, load_state_dict_file, resolve, save_model
+from ..weights import WeightsError, init_generator_from, load_state_dict_file, resolve, save_model
 from .options import Options, OptionsError
 
 
@@ -37,16 +45,9 @@ def set_trainable(module: nn.Module, flag: bool, keep_frozen: set[int] = frozens
 
 
 def load_prior(net_g: nn.Module, path: str, log) -> None:
-    """StyleGAN2 weights into the generator: from a prior-stage export (bare keys) or GPEN (generator.*)."""
-    sd = load_state_dict_file(resolve(path))
-    target = net_g.generator if isinstance(net_g, CodecPriorNet) else net_g
-    sd = {k.removeprefix("generator."): v for k, v in sd.items() if k.startswith("generator.") or not k.startswith(("ecd", "final_linear"))}
-    own = target.state_dict()
-    bad = [k for k, v in sd.items() if k not in own or own[k].shape != v.shape]
-    if bad:
-        raise WeightsError(f"{path}: prior does not fit network_g ({len(bad)} tensors, e.g. {bad[0]})")
-    target.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
-    log(f"prior {path}: loaded {len(sd)} generator tensors; {len(own) - len(sd)} generator tensors and the codec are new")
+    report = init_generator_from(net_g, load_state_dict_file(resolve(path)))
+    log(f"prior {path}: loaded {len(report['loaded'])} generator tensors, {len(report['new'])} generator tensors are new"
+        f"{' (and the whole codec)' if isinstance(net_g, CodecPriorNet) else ''}; {len(report['skipped'])} file tensors unused")
 
 
 def load_disc(net_d: nn.Module, path: str, log) -> None:
@@ -86,7 +87,7 @@ class Trainer:
             if m is not None:
                 m.to(device)
         self._build_losses()
-        adam = lambda groups: torch.optim.Adam(groups, betas=tr.betas)  # noqa: E731
+        adam = lambda groups: torch.optim.Adam(groups, betas=tr.betas)
         if self.prior_mode:
             self.opt_g = adam([{"params": list(self.net_g.parameters()), "lr": tr.lr.generator, "name": "generator"}])
         elif isinstance(self.net_g, CodecPriorNet):
@@ -95,7 +96,9 @@ class Trainer:
         else:  # SFMNet: one network, the codec's learning rate
             self.opt_g = adam([{"params": list(self.net_g.parameters()), "lr": tr.lr.codec, "name": "sfmnet"}])
         self.opt_d = adam([{"params": [p for p in self.net_d.parameters() if p.requires_grad], "lr": tr.lr.global_d, "name": "global_d"}])
-        self.opt_local = adam([{"params": list(self.local_d.parameters()), "lr": tr.lr.local_d, "name": "local_d"}]) if self.local_d else None
+        self.opt_local = None
+        if self.local_d is not None:
+            self.opt_local = adam([{"params": list(self.local_d.parameters()), "lr": tr.lr.local_d, "name": "local_d"}])
         self.optimizers = [o for o in (self.opt_g, self.opt_d, self.opt_local) if o is not None]
         for opt in self.optimizers:
             for group in opt.param_groups:
@@ -136,7 +139,8 @@ class Trainer:
         second = f"multiscale_l1 {w.multiscale_l1}" if isinstance(self.net_g, CodecPriorNet) else f"amplitude_phase {w.amplitude_phase}"
         names = [f"l1 {w.l1}", second, f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
         if self.feature_loss is not None:
-            kind = "VGG19 feature matching" if isinstance(self.feature_loss, VGGFeatureLoss) else "discriminator-feature matching (not VGG)"
+            vgg = isinstance(self.feature_loss, VGGFeatureLoss)
+            kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
             names.append(f"{kind} {w.feature_matching.weight}")
         if self.identity_loss is not None:
             names.append(f"identity (ArcFace {w.identity.weights}) {w.identity.weight}")
@@ -354,8 +358,11 @@ def validate(trainer: Trainer, dataset: FaceDataset, max_images: int, out_dir: P
     for i in range(min(max_images, len(dataset))):
         item = dataset[(i, i)]  # fixed degradation per validation image
         lq = item["lq"][None].to(trainer.device)
-        out = net(lq).clamp(-1, 1) if not trainer.prior_mode else net(torch.randn(1, trainer.opts.network_g.style_dim, device=trainer.device))[0].clamp(-1, 1)
-        to_np = lambda t: ((t.float().cpu()[0] if t.ndim == 4 else t).permute(1, 2, 0).numpy() + 1) / 2  # noqa: E731
+        if trainer.prior_mode:  # unconditional samples: only the grid is meaningful
+            out = net(torch.randn(1, trainer.opts.network_g.style_dim, device=trainer.device))[0].clamp(-1, 1)
+        else:
+            out = net(lq).clamp(-1, 1)
+        to_np = lambda t: ((t.float().cpu()[0] if t.ndim == 4 else t).permute(1, 2, 0).numpy() + 1) / 2
         o, g, q = to_np(out), to_np(item["gt"]), to_np(item["lq"])
         scores["psnr"].append(psnr(o, g))
         scores["ssim"].append(ssim(o, g))
