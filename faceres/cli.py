@@ -370,6 +370,27 @@ def cmd_evaluate(args) -> int:
     return 0 if means else 1
 
 
+def add_export_parser(sub):
+    p = sub.add_parser("export", help="write a model (training export or checkpoint) as fp16 safetensors for release")
+    p.add_argument("source", type=Path, help="net_g_ema_*.safetensors from a training run")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--fp32", action="store_true", help="keep float32")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .weights import WeightsError, load_model, read_metadata, save_model
+
+    try:
+        model, config = load_model(args.source)
+        extra = {k: v for k, v in read_metadata(args.source).items() if k != "arch"} if args.source.suffix == ".safetensors" else {}
+        save_model(model, args.output, config, half=not args.fp32, extra=extra)
+    except WeightsError as err:
+        return fail(str(err))
+    print(f"{args.output}: {args.output.stat().st_size / 1e6:.1f} MB, {config}")
+    return 0
+
+
 def cmd_app(args) -> int:
     from .webapp import main as app_main
 
@@ -386,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_landmarks_parser(sub)
     add_testset_parser(sub)
     add_evaluate_parser(sub)
+    add_export_parser(sub)
     app = sub.add_parser("app", help="start the web demo (needs the app extra); options as `python app.py --help`")
     app.add_argument("app_args", nargs=argparse.REMAINDER)
     app.set_defaults(func=cmd_app)

@@ -28,6 +28,7 @@ class NetworkGOpts:
     channel_multiplier: float = 2
     narrow: float = 1.0
     enc_blocks: int = 1
+    noise_init: float = 0.0  # codec_prior: initial noise-injection weights (StyleGAN2/GPEN: 0); see the CPU recipe
     channels: int = 64  # sfmnet only
     n_modules: int = 8  # sfmnet only
     scale: int = 8  # sfmnet only: the SR factor of its data

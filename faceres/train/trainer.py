@@ -71,6 +71,10 @@ class Trainer:
         self.g_arch = g.arch_config()
         self.net_g = StyleGAN2Generator(**gkw) if self.prior_mode else build_network(**self.g_arch)
         self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow)
+        if g.noise_init and isinstance(self.net_g, CodecPriorNet):
+            for name, p in self.net_g.generator.named_parameters():
+                if name.endswith("noise.weight"):
+                    p.data.fill_(g.noise_init)
         if opts.path.prior_g:
             load_prior(self.net_g, opts.path.prior_g, self.log)
         if opts.path.prior_d:
@@ -255,7 +259,7 @@ class Trainer:
             l_local.backward()
             self._reduce_grads(self.local_d)
             self.opt_local.step()
-            logs["l_d_local"] = float(l_local)
+            logs["l_d_local"] = float(l_local.detach())
         return logs
 
     def _r1(self, disc, real, logs) -> torch.Tensor:
