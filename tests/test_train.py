@@ -263,3 +263,23 @@ def test_sfmnet_trains_and_restores_aligned(shared, tmp_path):
     assert main(["restore", str(src[0]), "-o", str(tmp_path / "out"), "--model", str(model), "--aligned", "-s", "1"]) == 0
     assert (tmp_path / "out/restored_imgs" / src[0].name).is_file()
     assert main(["restore", str(src[0]), "-o", str(tmp_path / "out2"), "--model", str(model), "--aligned", "--fidelity", "0.5"]) == 2
+
+
+def test_noise_init_option_sets_injection_weights(shared, tmp_path, tiny_landmarks, loss_backbones):
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "network_g.noise_init=1.0", "train.losses.identity.type=none",
+                     "train.losses.feature_matching.type=discriminator_features")
+    trainer = Trainer(opts, torch.device("cpu"))
+    weights = [p for n, p in trainer.net_g.generator.named_parameters() if n.endswith("noise.weight")]
+    assert weights and all(float(w) == 1.0 for w in weights)
+
+
+def test_export_writes_half_precision_release(tiny_model, tmp_path):
+    from faceres.cli import main
+    from faceres.weights import load_model, read_metadata
+
+    out = tmp_path / "release.safetensors"
+    assert main(["export", str(tiny_model), "-o", str(out)]) == 0
+    assert out.stat().st_size < tiny_model.stat().st_size * 0.6
+    model, config = load_model(out)
+    assert config == read_metadata(tiny_model)["arch"]
+    assert next(model.parameters()).dtype == torch.float32  # loaded back as float32 for CPU inference
