@@ -14,12 +14,22 @@ def soft_mask(size: int, border: float = 0.06) -> np.ndarray:
 
 
 def paste_face(canvas: np.ndarray, face: np.ndarray, M: np.ndarray, upscale: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """Blend one restored crop (float RGB, size x size) into `canvas` (float RGB, already upscaled).
-    `mask`, if given (e.g. from a face parser), multiplies the square feather."""
+    """Blend one restored crop (float RGB, size x size) into `canvas` (float RGB, already upscaled),
+    in place, touching only the face's footprint. `mask`, if given (e.g. from a face parser),
+    multiplies the square feather."""
     h, w = canvas.shape[:2]
     size = face.shape[0]
     inv = inverse_affine(M, upscale)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return canvas
+    inv[:, 2] -= (x0, y0)
     m = soft_mask(size) if mask is None else soft_mask(size) * mask
-    warped = cv2.warpAffine(face, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(m, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
-    return alpha * warped + (1 - alpha) * canvas
+    roi = (int(x1 - x0), int(y1 - y0))
+    warped = cv2.warpAffine(face, inv, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(m, inv, roi, flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    region = canvas[y0:y1, x0:x1]
+    region[:] = alpha * warped + (1 - alpha) * region
+    return canvas

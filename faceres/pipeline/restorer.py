@@ -250,7 +250,7 @@ class FaceRestorer:
         if self.bg_upsampler is not None:
             return self.bg_upsampler(rgb, out_size)
         if out_size == rgb.shape[1::-1]:
-            return rgb
+            return rgb.copy()  # faces are pasted in place
         return cv2.resize(rgb, out_size, interpolation=cv2.INTER_LANCZOS4)
 
     def _restore_aligned(self, photo: Photo, timings: dict) -> RestoreResult:
