@@ -16,10 +16,11 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .pipeline import FaceRestorer
-from .pipeline.images import ImageError, Photo, encode_image, read_photo, write_atomic
+from .pipeline.images import ImageError, encode_image, read_photo, write_atomic
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
 
 MAX_UPLOAD = os.environ.get("FACERES_APP_MAX_UPLOAD", "20mb")
@@ -92,10 +93,7 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         lines += [f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.guard.threshold}); "
                   "try a higher fidelity" for i, f in enumerate(result.faces) if f.drifted]
         if first is None:
-            before = Photo(photo.rgb).rgb
-            import cv2
-
-            before = cv2.resize(before, result.image.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
+            before = cv2.resize(photo.rgb, result.image.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
             first = (to_u8(before), to_u8(result.image))
     status = f"**{restorer.detector_name}** detector, model **{model}**, total {time.perf_counter() - start:.1f} s\n\n" + "\n".join(lines)
     return first, gallery, status, downloads
