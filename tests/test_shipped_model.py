@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from faceres.cli import main
 from faceres.data.dataset import list_faces, load_face
