@@ -284,7 +284,7 @@ class Trainer:
         set_trainable(self.net_d, True)
         with self._autocast():
             l_d = d_logistic(self.net_d(gt), self.net_d(fake.detach().float()))
-        logs = {"l_gan": float(l_g), "l_d": float(l_d)}
+        logs = {"l_gan": float(l_g.detach()), "l_d": float(l_d.detach())}
         l_d = l_d + self._r1(self.net_d, gt, logs)
         self.opt_d.zero_grad(set_to_none=True)
         l_d.backward()
