@@ -53,19 +53,22 @@ def to_u8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def error_result(message: str):
+    """Errors are shown in the status panel, where they stay visible (a toast goes away)."""
+    return None, [], f"**Error:** {message}", []
+
+
 def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowed_models):
     """Returns (slider pair, face gallery, status markdown, download paths)."""
-    import gradio as gr
-
     if not files:
-        raise gr.Error("Upload at least one photo.")
+        return error_result("upload at least one photo.")
     if model not in allowed_models:
-        raise gr.Error("Unknown model.")
+        return error_result("unknown model.")
     files = files[:MAX_FILES]
     try:
         restorer = get_restorer(model, detector, float(upscale), float(fidelity), bg, bool(aligned))
     except (WeightsError, ValueError) as err:
-        raise gr.Error(str(err)) from None
+        return error_result(str(err))
     out_dir = Path(tempfile.mkdtemp(prefix="faceres-app-"))
     start, gallery, downloads, lines, first = time.perf_counter(), [], [], [], None
     for path in files:
@@ -77,7 +80,7 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
             photo = read_photo(path, MAX_PIXELS)
         except ImageError as err:
             if len(files) == 1:
-                raise gr.Error(f"{name}: {err}") from None
+                return error_result(f"{name}: {err}")
             lines.append(f"- **{name}**: {err}")
             continue
         t = time.perf_counter()

@@ -95,8 +95,8 @@ def test_corrupt_upload_shows_error(page, app_url, tmp_path):
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"this is not a jpeg at all")
     upload_and_run(page, app_url, [bad])
-    error = page.get_by_text("corrupt.jpg: not an image or unsupported format")
-    error.first.wait_for(timeout=60_000)
+    error = page.locator("#status").get_by_text("corrupt.jpg: not an image or unsupported format")
+    error.wait_for(timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_corrupt.png"))
-    assert error.count() >= 1
+    assert error.is_visible()
