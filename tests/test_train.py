@@ -270,7 +270,7 @@ def test_noise_init_option_sets_injection_weights(shared, tmp_path, tiny_landmar
                      "train.losses.feature_matching.type=discriminator_features")
     trainer = Trainer(opts, torch.device("cpu"))
     weights = [p for n, p in trainer.net_g.generator.named_parameters() if n.endswith("noise.weight")]
-    assert weights and all(float(w) == 1.0 for w in weights)
+    assert weights and all(w.item() == 1.0 for w in weights)
 
 
 def test_export_writes_half_precision_release(tiny_model, tmp_path):
