@@ -1,7 +1,7 @@
 """Training step time of a recipe (one G + D + local-D update), on CPU or a GPU.
 
     python bench/train_step.py options/train_faceres_128_cpu.yml [--steps 3] [--batch 4] [--device cpu]
-    python bench/train_step.py options/train_faceres_512.yml --batch 1 --substitutes
+    python bench/train_step.py options/train_faceres_512.yml --batch 1 --substitutes --set path.prior_g=null --set path.prior_d=null
 
 --substitutes swaps the losses whose weights do not exist here (VGG19, ArcFace) for the named
 offline substitute / off, so the timing runs anywhere (and says so).
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--substitutes", action="store_true")
     ap.add_argument("--dataroot", default=None, help="override datasets.train.dataroot (e.g. the shared CelebA-HQ)")
     ap.add_argument("--landmarks", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="any option override")
     args = ap.parse_args()
     over = []
     if args.batch:
@@ -41,6 +42,7 @@ def main():
     if args.dataroot:
         over.append(f"datasets.train.dataroot={args.dataroot}")
     over.append(f"datasets.train.landmarks={args.landmarks}" if args.landmarks else "train.losses.gan_local=0")
+    over += args.overrides
     opts = load_options(args.options, over)
     device = torch.device(args.device)
     trainer = Trainer(opts, device)
