@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .pipeline import FaceRestorer
-from .pipeline.images import ImageError, encode_image, read_photo, write_atomic
+from .pipeline.images import ImageError, encode_image, load_photo, write_atomic
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
 
 MAX_UPLOAD = os.environ.get("FACERES_APP_MAX_UPLOAD", "20mb")
@@ -77,7 +77,7 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
             lines.append(f"- **{name}**: skipped, the request ran past {TIME_BUDGET_S:.0f} s")
             continue
         try:
-            photo = read_photo(path, MAX_PIXELS)
+            photo = load_photo(path, MAX_PIXELS)
         except ImageError as err:
             if len(files) == 1:
                 return error_result(f"{name}: {err}")

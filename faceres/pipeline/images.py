@@ -49,7 +49,7 @@ def looks_gray(rgb: np.ndarray, tol: float = 2 / 255) -> bool:
     return float(np.abs(small - small.mean(axis=2, keepdims=True)).mean()) < tol
 
 
-def read_photo(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+def load_photo(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Decode with EXIF orientation applied. Raises ImageError with a one-line cause."""
     try:
         with warnings.catch_warnings():
@@ -59,6 +59,7 @@ def read_photo(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
             if w * h > max_pixels:
                 raise ImageError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP (limit {max_pixels / 1e6:.0f} MP)")
             notes = ("animated: first frame only",) if getattr(im, "is_animated", False) else ()
+            deep_colour = any(";16" in str(tile.args) for tile in im.tile)  # PIL decodes these to 8 bits
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             im.load()
@@ -75,7 +76,10 @@ def read_photo(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
         raise ImageError(f"image too large (decompression bomb guard): {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"corrupt or truncated image ({err})") from None
-    return _to_photo(im, notes)
+    photo = _to_photo(im, notes)
+    if deep_colour and not photo.gray:
+        _keep_16_bits(source, photo)
+    return photo
 
 
 def _to_photo(im: Image.Image, notes: tuple[str, ...]) -> Photo:
@@ -92,23 +96,13 @@ def _to_photo(im: Image.Image, notes: tuple[str, ...]) -> Photo:
     return Photo(rgb, alpha, gray, 8, notes)
 
 
-def read_photo_cv2_16bit(path: Path) -> np.ndarray | None:
-    """PIL decodes 16-bit *colour* PNG/TIFF to 8 bits; OpenCV keeps 16. Returns RGB float or None."""
-    data = np.fromfile(str(path), dtype=np.uint8)
+def _keep_16_bits(source: str | os.PathLike | bytes, photo: Photo) -> None:
+    """Re-decode a 16-bit colour PNG/TIFF with OpenCV, which keeps the 16 bits."""
+    data = np.frombuffer(source, np.uint8) if isinstance(source, bytes) else np.fromfile(str(source), dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
-        return None
-    arr = arr[..., :3][..., ::-1].astype(np.float32) / 65535.0
-    return np.ascontiguousarray(arr)
-
-
-def load_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
-    photo = read_photo(path, max_pixels)
-    if Path(path).suffix.lower() in (".png", ".tif", ".tiff") and not photo.gray:
-        deep = read_photo_cv2_16bit(Path(path))
-        if deep is not None and deep.shape == photo.rgb.shape:
-            photo.rgb, photo.bits = deep, 16
-    return photo
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[:2] != photo.rgb.shape[:2]:
+        return  # rotated by EXIF or unreadable by OpenCV: keep PIL's 8-bit decode
+    photo.rgb, photo.bits = np.ascontiguousarray(arr[..., :3][..., ::-1].astype(np.float32) / 65535.0), 16
 
 
 def encode_image(photo_like: Photo, ext: str) -> bytes:
