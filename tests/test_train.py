@@ -202,6 +202,19 @@ def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landm
     assert all(not torch.equal(before[k], after[k]) for k in trained)
 
 
+def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmarks, loss_backbones):
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none", "train.losses.gan_global=0",
+                     "train.losses.gan_local=0", "train.losses.feature_matching.weight=0")
+    trainer = Trainer(opts, torch.device("cpu"))
+    d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
+    g_before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
+    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
+    logs = trainer.step(batch)
+    assert "l_d" not in logs and trainer.local_d is None
+    assert all(torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
+    assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
+
+
 def test_freeze_d_helper_counts_layers():
     d = StyleGAN2Discriminator(64, 1, 0.125)
     names = freeze_d(d, 5)

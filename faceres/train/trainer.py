@@ -91,6 +91,8 @@ class Trainer:
             if m is not None:
                 m.to(device)
         self._build_losses()
+        # an L1-only stage has no use for the global D: it is kept (and saved) but not trained
+        self.uses_global_d = w.gan_global > 0 or isinstance(self.feature_loss, DiscriminatorFeatureLoss)
         adam = lambda groups: torch.optim.Adam(groups, betas=tr.betas)
         if self.prior_mode:
             self.opt_g = adam([{"params": list(self.net_g.parameters()), "lr": tr.lr.generator, "name": "generator"}])
@@ -238,18 +240,10 @@ class Trainer:
         self.opt_g.step()
         if self.gfl is not None:
             self.gfl.advance(self.iter, float(terms["l_gfl"].detach()) / max(tr.losses.gfl.weight, 1e-12))
-        # global discriminator (FreezeD layers stay frozen)
-        set_trainable(self.net_d, True, self.frozen_ids)
-        fake = out.detach().float()
-        with self._autocast():
-            l_d = d_logistic(self.net_d(gt), self.net_d(fake))
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["l_d"] = float(l_d.detach())
-        l_d = l_d + self._r1(self.net_d, gt, logs)
-        self.opt_d.zero_grad(set_to_none=True)
-        l_d.backward()
-        self._reduce_grads(self.net_d)
-        self.opt_d.step()
+        fake = out.detach().float()
+        if self.uses_global_d:
+            self._step_global_d(gt, fake, logs)
         # local discriminators
         if self.local_d is not None:
             set_trainable(self.local_d, True)
@@ -261,6 +255,17 @@ class Trainer:
             self.opt_local.step()
             logs["l_d_local"] = float(l_local.detach())
         return logs
+
+    def _step_global_d(self, gt, fake, logs):
+        set_trainable(self.net_d, True, self.frozen_ids)  # FreezeD layers stay frozen
+        with self._autocast():
+            l_d = d_logistic(self.net_d(gt), self.net_d(fake))
+        logs["l_d"] = float(l_d.detach())
+        l_d = l_d + self._r1(self.net_d, gt, logs)
+        self.opt_d.zero_grad(set_to_none=True)
+        l_d.backward()
+        self._reduce_grads(self.net_d)
+        self.opt_d.step()
 
     def _r1(self, disc, real, logs) -> torch.Tensor:
         tr = self.opts.train
