@@ -53,6 +53,11 @@ def center_face(faces: list[Face], shape) -> list[Face]:
     return [min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)]
 
 
+def to_crops(y: torch.Tensor) -> list[np.ndarray]:
+    """(N, 3, H, W) in [-1, 1] -> float RGB [0, 1] HWC crops."""
+    return list(((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy())
+
+
 class FaceRestorer:
     """Restore every face in a photo.
 
@@ -123,7 +128,7 @@ class FaceRestorer:
             if not faces:
                 raise ValueError("no face found in the reference photo")
             crops = [warp_face(photo.rgb, estimate_affine(f.landmarks, self.size), self.size) for f in faces]
-        self.reference_faces = [self._to_tensor(c) for c in crops]
+        self.reference_faces = [self._to_tensor([c]) for c in crops]
         with torch.no_grad():
             self.reference_ids = [self.sair.embed(t) for t in self.reference_faces]
 
@@ -151,14 +156,12 @@ class FaceRestorer:
         """Aligned float RGB crops (size x size) -> restored crops, in batches."""
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(np.stack(crops[i:i + self.batch_size])).permute(0, 3, 1, 2).to(self.device)
-            x = x * 2 - 1
+            x = self._to_tensor(crops[i:i + self.batch_size])
             if getattr(self.net, "supports_fidelity", False):
                 y = self.net.restore(x, fidelity=self.fidelity)
             else:
                 y = self.net.restore(x) if hasattr(self.net, "restore") else self.net(x)
-            y = ((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-            out.extend(list(y))
+            out.extend(to_crops(y))
         return out
 
     # ------------------------------------------------------------------ stages
@@ -217,18 +220,19 @@ class FaceRestorer:
         out = Photo(np.clip(canvas, 0, 1).astype(np.float32), alpha, photo.gray, photo.bits, photo.notes)
         return RestoreResult(out, results, timings)
 
-    def _to_tensor(self, crop: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None].float().to(self.device) * 2 - 1
+    def _to_tensor(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """float RGB [0, 1] HWC crops -> (N, 3, H, W) in [-1, 1] on the model's device."""
+        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(self.device) * 2 - 1
 
     def _restore_with_reference(self, face: RestoredFace):
         """SAIR with the reference face most similar to this input face."""
-        lq = self._to_tensor(face.crop)
+        lq = self._to_tensor([face.crop])
         with torch.no_grad():
             query = self.sair.embed(lq)
             sims = [float((query * r).sum()) for r in self.reference_ids]
         best = int(np.argmax(sims))
         image, history = self.sair.restore(lq, self.reference_faces[best])
-        face.restored = ((image[0].float().cpu().permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+        face.restored = to_crops(image)[0]
         face.reference = {"face": best, "of": len(sims), "similarity": round(sims[best], 4), "seconds": round(history["seconds"], 2)}
 
     def _guard(self, face: RestoredFace):
