@@ -50,6 +50,22 @@ def test_niqe_orders_clean_above_degraded(shared):
     assert niqe(blurred, params) > clean + 1 and niqe(noisy, params) > clean + 1
 
 
+def test_niqe_of_a_too_small_image_is_left_out_not_a_crash(shared, tmp_path):
+    import cv2
+
+    from faceres.metrics.evaluate import score_folder, summarize
+
+    params = shared / "weights/niqe_pris_params.npz"
+    with pytest.raises(ValueError, match="two 96x96 blocks"):
+        niqe(np.full((128, 128, 3), 0.5, np.float32), params)
+    hq = cv2.imread(str(sorted((shared / "data/celebahq-512/images").iterdir())[0]))
+    cv2.imwrite(str(tmp_path / "big.png"), cv2.resize(hq, (256, 256)))
+    cv2.imwrite(str(tmp_path / "small.png"), cv2.resize(hq, (128, 128)))
+    rows = score_folder(tmp_path, None, params, identity=False, progress=False)
+    assert [("niqe" in r) for r in rows] == [True, False]
+    assert summarize({"x": rows})["x"]["niqe"] == rows[0]["niqe"]
+
+
 def test_identity_dlib_separates_same_and_different_people(shared):
     from PIL import Image
 

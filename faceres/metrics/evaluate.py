@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -52,7 +53,10 @@ def score_folder(restored: Path, gt: Path | None, niqe_params: Path | None, iden
         if g is not None:
             row["psnr"], row["ssim"] = psnr(r, g), ssim(r, g)
         if niqe_params is not None:
-            row["niqe"] = niqe(r, niqe_params)
+            try:
+                row["niqe"] = niqe(r, niqe_params)
+            except ValueError as err:
+                print(f"{rpath}: NIQE left out: {err}", file=sys.stderr)
         if faces is not None:
             to_u8 = lambda x: (cv2.resize(x, (256, 256), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)
             ru, gu = to_u8(r), to_u8(g)
@@ -65,8 +69,8 @@ def score_folder(restored: Path, gt: Path | None, niqe_params: Path | None, iden
 def summarize(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     out = {}
     for name, rows in results.items():
-        keys = [k for k in rows[0] if k != "image"] if rows else []
-        out[name] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+        keys = dict.fromkeys(k for r in rows for k in r if k != "image")
+        out[name] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
     return out
 
 
@@ -75,7 +79,7 @@ def markdown_table(means: dict[str, dict[str, float]]) -> str:
     arrows = [("↑" if HIGHER_IS_BETTER.get(k, True) else "↓") for k in keys]
     lines = ["| | " + " | ".join(f"{k} {a}" for k, a in zip(keys, arrows)) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, vals in means.items():
-        lines.append(f"| {name} | " + " | ".join(f"{vals[k]:.4f}" for k in keys) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{vals[k]:.4f}" if k in vals else "n/a" for k in keys) + " |")
     return "\n".join(lines)
 
 

@@ -72,11 +72,11 @@ def imresize_half(img: np.ndarray) -> np.ndarray:
 
 
 def niqe_y(y: np.ndarray, params: dict[str, np.ndarray], block: int = 96) -> float:
-    """NIQE of a luma image in 0-255. Needs at least one 96x96 block."""
+    """NIQE of a luma image in 0-255. Needs two 96x96 blocks: one block has no covariance."""
     h, w = y.shape
     nh, nw = h // block, w // block
-    if nh == 0 or nw == 0:
-        raise ValueError(f"NIQE needs at least {block}x{block} pixels, got {w}x{h}")
+    if nh * nw < 2:
+        raise ValueError(f"NIQE needs at least two {block}x{block} blocks ({2 * block}x{block} pixels), got {w}x{h}")
     img = y[: nh * block, : nw * block].astype(np.float64)
     window = params["gaussian_window"]
     feats = []
