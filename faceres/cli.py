@@ -32,6 +32,14 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+FLIP_CHOICES = {"auto": None, "on": True, "off": False}
+
+
+def add_flip_argument(p):
+    p.add_argument("--flip-ensemble", default="auto", choices=list(FLIP_CHOICES),
+                   help="average each face with its restored mirror image (2x network time); auto: the model's default")
+
+
 def add_restore_parser(sub):
     p = sub.add_parser("restore", help="restore faces in photos (files, folders or globs)")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
@@ -42,6 +50,7 @@ def add_restore_parser(sub):
     p.add_argument("-s", "--upscale", type=float, default=2, help="output scale of the whole photo (default 2)")
     p.add_argument("--fidelity", type=float, default=1.0,
                    help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)")
+    add_flip_argument(p)
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned face crops")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     p.add_argument("--min-eye-distance", type=float, default=5.0, help="ignore faces smaller than this (pixels between eyes)")
@@ -146,7 +155,7 @@ def cmd_restore(args) -> int:
                                 args.only_center_face, args.aligned, args.min_eye_distance, args.batch_size,
                                 bg_upsampler=args.bg_upsampler, parse=args.parse, on_drift=args.on_drift,
                                 drift_threshold=args.drift_threshold, reference=args.reference,
-                                sair=SAIRConfig(steps=args.reference_steps))
+                                sair=SAIRConfig(steps=args.reference_steps), flip_ensemble=FLIP_CHOICES[args.flip_ensemble])
     except (WeightsError, ValueError, OSError, ImageError) as err:
         return fail(str(err))
     print(f"faceres: model {args.model or DEFAULT_RESTORER} on {restorer.device}, detector {restorer.detector_name}, "
@@ -183,7 +192,8 @@ def cmd_restore(args) -> int:
     report = {"model": args.model or DEFAULT_RESTORER, "detector": restorer.detector_name, "device": str(restorer.device),
               "identity_metric": restorer.guard.name if restorer.guard else None,
               "drift_threshold": restorer.guard.threshold if restorer.guard else None,
-              "upscale": args.upscale, "fidelity": args.fidelity, "images": entries, "failed": failed,
+              "upscale": args.upscale, "fidelity": args.fidelity, "flip_ensemble": restorer.flip_ensemble,
+              "images": entries, "failed": failed,
               "faces": n_faces, "interrupted": interrupted, "seconds": round(time.perf_counter() - t0, 3)}
     name = "report.json" if shard_n == 1 else f"report.shard{shard_i}-of-{shard_n}.json"
     try:
@@ -314,12 +324,13 @@ def cmd_testset(args) -> int:
     return 0
 
 
-def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0) -> Path:
+def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0,
+                   flip_ensemble: bool | None = None) -> Path:
     """Run a model on aligned LQ faces; outputs at the LQ images' size."""
     from .pipeline.images import Photo, encode_image, load_photo, write_atomic
     from .pipeline.restorer import FaceRestorer
 
-    restorer = FaceRestorer(model, aligned=True, upscale=1, device=device, fidelity=fidelity)
+    restorer = FaceRestorer(model, aligned=True, upscale=1, device=device, fidelity=fidelity, flip_ensemble=flip_ensemble)
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(p for p in lq.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
         result = restorer.restore(load_photo(path))
@@ -337,6 +348,7 @@ def add_evaluate_parser(sub):
     p.add_argument("-o", "--output", type=Path, default=Path("results/evaluate"))
     p.add_argument("--no-identity", action="store_true", help="skip identity (dlib) and LMD")
     p.add_argument("--fidelity", type=float, default=1.0)
+    add_flip_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--plot", action="store_true", help="distributions figure and a worst/best contact sheet")
     p.set_defaults(func=cmd_evaluate)
@@ -356,7 +368,8 @@ def cmd_evaluate(args) -> int:
     try:
         restored = args.restored
         if args.model:
-            restored = restore_folder(args.model, args.lq, args.output / "restored", args.device, args.fidelity)
+            restored = restore_folder(args.model, args.lq, args.output / "restored", args.device, args.fidelity,
+                                      FLIP_CHOICES[args.flip_ensemble])
         results = {}
         if args.lq and args.gt:
             results["input"] = score_folder(args.lq, args.gt, niqe_params, not args.no_identity)

@@ -43,6 +43,7 @@ class WeightSpec:
     licence: str = "unknown"
     arch: dict = field(default_factory=dict)  # {"arch": name, **kwargs} for restorers
     note: str = ""
+    inference: dict = field(default_factory=dict)  # recommended settings, e.g. {"flip_ensemble": True}
 
 
 _GPEN_URL = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/"
@@ -85,11 +86,18 @@ REGISTRY: dict[str, WeightSpec] = {
                    "https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz",
                    "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296", 11_850, "Apache-2.0 (BasicSR)"),
         WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None, licence="CelebA terms: non-commercial research",
-                   note="trained by faceres and shipped in weights/ (architecture stored in the file)"),
+                   note="trained by faceres and shipped in weights/ (architecture stored in the file)",
+                   inference={"flip_ensemble": True}),
     ]
 }
 
 DEFAULT_RESTORER = "faceres-v0"
+
+
+def inference_defaults(model) -> dict:
+    """The registry's recommended inference settings for a model name; {} for files and modules."""
+    spec = REGISTRY.get(model) if isinstance(model, str) else None
+    return dict(spec.inference) if spec else {}
 
 
 def dlib_model_file(name: str) -> Path:

@@ -78,6 +78,24 @@ def test_fidelity_moves_output_monotonically(tiny_model, shared):
     assert all(a > b for a, b in zip(d, d[1:])), d
 
 
+class LeftRamp(torch.nn.Module):
+    """Adds a left-to-right ramp: not mirror-symmetric, so a flip ensemble must cancel it."""
+
+    size = 64
+
+    def forward(self, x):
+        return x + torch.linspace(-0.5, 0.5, x.shape[-1])
+
+
+def test_flip_ensemble_averages_with_the_mirrored_restoration():
+    crop = np.random.default_rng(0).uniform(0.25, 0.75, (64, 64, 3)).astype(np.float32)
+    plain = FaceRestorer(LeftRamp(), aligned=True, device="cpu", flip_ensemble=False).restore_crops([crop])[0]
+    ensemble = FaceRestorer(LeftRamp(), aligned=True, device="cpu", flip_ensemble=True).restore_crops([crop])[0]
+    assert np.abs(plain - crop).max() > 0.2
+    np.testing.assert_allclose(ensemble, crop, atol=1e-6)
+    assert not FaceRestorer(LeftRamp(), aligned=True, device="cpu").flip_ensemble  # a module has no registry default
+
+
 def test_grey_photo_stays_grey(tiny_model, weights_env, shared):
     photo = load_photo(shared / "data/old-photos/106000_gray.png")
     assert photo.gray

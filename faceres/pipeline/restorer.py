@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..devices import pick_device
-from ..weights import DEFAULT_RESTORER, WeightsError, load_model, resolve
+from ..weights import DEFAULT_RESTORER, WeightsError, inference_defaults, load_model, resolve
 from .align import estimate_affine, warp_face
 from .background import FaceParser, RealESRGANUpsampler
 from .detect import Face, build_detector
@@ -81,7 +81,7 @@ class FaceRestorer:
                  min_eye_distance: float = 5.0, batch_size: int = 4, det_max_side: int | None = 2048,
                  bg_upsampler: str | None = None, parse: str = "auto", on_drift: str = "off",
                  drift_threshold: float | None = None, reference=None, recognizer: nn.Module | None = None,
-                 sair: SAIRConfig | None = None):
+                 sair: SAIRConfig | None = None, flip_ensemble: bool | None = None):
         if not 0.0 <= fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if upscale <= 0:
@@ -96,6 +96,8 @@ class FaceRestorer:
             raise ValueError(f"{type(self.net).__name__} has no fidelity control; use --fidelity 1")
         self.size = int(self.net.size)
         self.upscale, self.fidelity = upscale, fidelity
+        # average with the restored mirror image (self-ensemble); None: the model's registry default
+        self.flip_ensemble = inference_defaults(model).get("flip_ensemble", False) if flip_ensemble is None else flip_ensemble
         self.only_center_face, self.aligned = only_center_face, aligned
         self.min_eye_distance, self.batch_size, self.det_max_side = min_eye_distance, batch_size, det_max_side
         self.detector = None if aligned else build_detector(detector, str(self.device))
@@ -157,12 +159,16 @@ class FaceRestorer:
         out = []
         for i in range(0, len(crops), self.batch_size):
             x = self._to_tensor(crops[i:i + self.batch_size])
-            if getattr(self.net, "supports_fidelity", False):
-                y = self.net.restore(x, fidelity=self.fidelity)
-            else:
-                y = self.net.restore(x) if hasattr(self.net, "restore") else self.net(x)
+            y = self._forward(x)
+            if self.flip_ensemble:
+                y = (y + self._forward(x.flip(-1)).flip(-1)) / 2
             out.extend(to_crops(y))
         return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self.net, "supports_fidelity", False):
+            return self.net.restore(x, fidelity=self.fidelity)
+        return self.net.restore(x) if hasattr(self.net, "restore") else self.net(x)
 
     # ------------------------------------------------------------------ stages
 
