@@ -30,14 +30,14 @@ def test_shipped_model_file():
         assert str(f.get_tensor("generator.input.input").dtype) == "torch.float16"
 
 
-def test_shipped_model_quality_on_held_out_faces(shared):
-    """16 CelebA-HQ faces the model never saw (the held-out split), degraded as in validation.
-    Measured when shipped: SSIM +0.0097 (13 of 16 faces better), PSNR +0.10 dB on average. The
-    PSNR gain is too thin to promise (issue 9 stays open), so the test pins SSIM and guards PSNR."""
+def test_shipped_model_improves_psnr_on_held_out_faces(shared):
+    """16 real CelebA-HQ faces the model never saw (the held-out split), degraded as in validation.
+    Measured when shipped: PSNR +0.60 dB on average (14 of 16 faces better), SSIM +0.028."""
     opts = load_options(ROOT / "options/train_faceres_128_cpu.yml")
     held_out = list_faces(opts.datasets.val.dataroot, opts.datasets.val.subset)[:16]
     deg = opts.datasets.val.degradation
     restorer = FaceRestorer(DEFAULT_RESTORER, aligned=True, upscale=1, device="cpu", on_drift="off")
+    assert restorer.flip_ensemble  # the registry's default for faceres-v0
     d_psnr, d_ssim = [], []
     for i, path in enumerate(held_out):
         gt = load_face(path, 128, False)[0].astype(np.float32) / 255
@@ -45,8 +45,9 @@ def test_shipped_model_quality_on_held_out_faces(shared):
         out = restorer.restore(lq).image
         d_psnr.append(psnr(out, gt) - psnr(lq, gt))
         d_ssim.append(ssim(out, gt) - ssim(lq, gt))
-    assert np.mean(d_ssim) > 0.005, d_ssim
-    assert np.mean(d_psnr) > 0, d_psnr
+    assert np.mean(d_psnr) > 0.3, d_psnr
+    assert sum(d > 0 for d in d_psnr) >= 12, d_psnr
+    assert np.mean(d_ssim) > 0.01, d_ssim
 
 
 def test_restore_old_photos_with_no_model_option(shared, tmp_path, monkeypatch):
