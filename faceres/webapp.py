@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .pipeline import FaceRestorer
-from .pipeline.images import ImageError, encode_image, load_photo, write_atomic
+from .pipeline.images import ImageError, encode_image, load_photo, to_uint8, write_atomic
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
 
 MAX_UPLOAD = os.environ.get("FACERES_APP_MAX_UPLOAD", "20mb")
@@ -47,10 +47,6 @@ def available_models() -> list[str]:
 def get_restorer(model: str, detector: str, upscale: float, fidelity: float, bg: str, aligned: bool) -> FaceRestorer:
     return FaceRestorer(model, detector, "auto", upscale, fidelity, aligned=aligned, bg_upsampler=None if bg == "none" else bg,
                         on_drift="flag")
-
-
-def to_u8(rgb: np.ndarray) -> np.ndarray:
-    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def error_result(message: str):
@@ -89,7 +85,7 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         target = out_dir / f"{Path(name).stem}_restored.png"
         write_atomic(target, encode_image(result.photo, "png"))
         downloads.append(str(target))
-        gallery += [(to_u8(np.concatenate([f.crop, f.restored], axis=1)), f"{name} face {i + 1}: input | restored")
+        gallery += [(to_uint8(np.concatenate([f.crop, f.restored], axis=1)), f"{name} face {i + 1}: input | restored")
                     for i, f in enumerate(result.faces)]
         note = "no face found" if not result.faces else f"{len(result.faces)} face(s)"
         lines.append(f"- **{name}**: {note}, {seconds:.1f} s, {result.image.shape[1]}×{result.image.shape[0]} px")
@@ -97,7 +93,7 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
                   "try a higher fidelity" for i, f in enumerate(result.faces) if f.drifted]
         if first is None:
             before = cv2.resize(photo.rgb, result.image.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
-            first = (to_u8(before), to_u8(result.image))
+            first = (to_uint8(before), to_uint8(result.image))
     status = f"**{restorer.detector_name}** detector, model **{model}**, total {time.perf_counter() - start:.1f} s\n\n" + "\n".join(lines)
     return first, gallery, status, downloads
 

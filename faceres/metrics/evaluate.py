@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .fullref import psnr, ssim
-from .identity import DlibFaces, cosine, landmark_distance
+from .identity import DlibFaces, cosine, face_u8, landmark_distance
 from .niqe import niqe
 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "niqe": False, "identity (dlib)": True, "lmd": False}
@@ -58,8 +58,7 @@ def score_folder(restored: Path, gt: Path | None, niqe_params: Path | None, iden
             except ValueError as err:
                 print(f"{rpath}: NIQE left out: {err}", file=sys.stderr)
         if faces is not None:
-            to_u8 = lambda x: (cv2.resize(x, (256, 256), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)
-            ru, gu = to_u8(r), to_u8(g)
+            ru, gu = face_u8(r), face_u8(g)
             row["identity (dlib)"] = cosine(faces.embedding(ru), faces.embedding(gu))
             row["lmd"] = landmark_distance(faces, ru, gu)
         rows.append(row)

@@ -46,6 +46,13 @@ class DlibFaces:
         return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
 
 
+def face_u8(rgb: np.ndarray, size: int = 256) -> np.ndarray:
+    """A float RGB [0, 1] aligned face as the uint8 image the dlib models are run on."""
+    import cv2
+
+    return (np.clip(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 

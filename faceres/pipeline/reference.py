@@ -26,6 +26,7 @@ from torch import nn
 
 from ..archs import CodecPriorNet, GPENGenerator
 from ..losses.identity import face_region_112
+from ..metrics.identity import DlibFaces, cosine, face_u8
 
 
 @dataclass
@@ -166,8 +167,6 @@ class IdentityGuard:
         if recognizer is not None:
             self.embedder, self.name = Embedder(recognizer), "identity (ArcFace)"
         else:
-            from ..metrics.identity import DlibFaces
-
             self.embedder, self.name = DlibFaces(), "identity (dlib)"
 
     def _embed(self, face_rgb: np.ndarray) -> np.ndarray:
@@ -175,14 +174,10 @@ class IdentityGuard:
             t = torch.from_numpy(face_rgb.transpose(2, 0, 1))[None].float() * 2 - 1
             with torch.no_grad():
                 return self.embedder(t)[0].numpy()
-        import cv2
-
-        u8 = (cv2.resize(face_rgb, (256, 256), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)
-        return self.embedder.embedding(u8)
+        return self.embedder.embedding(face_u8(face_rgb))
 
     def similarity(self, input_face: np.ndarray, restored_face: np.ndarray) -> float:
-        a, b = self._embed(input_face), self._embed(restored_face)
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+        return cosine(self._embed(input_face), self._embed(restored_face))
 
     def check(self, input_face: np.ndarray, restored_face: np.ndarray) -> tuple[float, bool]:
         """(similarity, drifted)."""

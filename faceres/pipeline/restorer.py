@@ -28,7 +28,7 @@ class RestoredFace:
     landmarks: np.ndarray
     affine: np.ndarray  # 2x3, photo -> crop
     crop: np.ndarray  # float RGB (size, size, 3): the aligned input face
-    restored: np.ndarray  # float RGB (size, size, 3)
+    restored: np.ndarray | None  # float RGB (size, size, 3); None until restored
     identity: float | None = None  # drift guard: similarity of input and restored face
     drifted: bool = False
     action: str | None = None  # drift fallback taken: "fidelity 1" | "kept input"
@@ -198,13 +198,8 @@ class FaceRestorer:
         crops = [warp_face(photo.rgb, M, self.size) for M in affines]
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
-        restored = self.restore_crops(crops) if self.sair is None else [None] * len(crops)
-        results = [RestoredFace(f.box, f.score, f.landmarks, M, c, r) for f, M, c, r in zip(faces, affines, crops, restored)]
-        if self.sair is not None:
-            for face in results:
-                self._restore_with_reference(face)
-        for face in results:
-            face.restored = self._match_gray(face.restored, photo)
+        results = [RestoredFace(f.box, f.score, f.landmarks, M, c, None) for f, M, c in zip(faces, affines, crops)]
+        self._restore_faces(results, photo)
         timings["restore"] = time.perf_counter() - t
         if self.guard is not None:
             t = time.perf_counter()
@@ -225,6 +220,17 @@ class FaceRestorer:
         timings["total"] = time.perf_counter() - t0
         out = Photo(np.clip(canvas, 0, 1).astype(np.float32), alpha, photo.gray, photo.bits, photo.notes)
         return RestoreResult(out, results, timings)
+
+    def _restore_faces(self, faces: list[RestoredFace], photo: Photo):
+        """Fill in `restored` for each face: by the network in batches, or by SAIR with a reference."""
+        if self.sair is None:
+            for face, restored in zip(faces, self.restore_crops([f.crop for f in faces])):
+                face.restored = restored
+        else:
+            for face in faces:
+                self._restore_with_reference(face)
+        for face in faces:
+            face.restored = self._match_gray(face.restored, photo)
 
     def _to_tensor(self, crops: list[np.ndarray]) -> torch.Tensor:
         """float RGB [0, 1] HWC crops -> (N, 3, H, W) in [-1, 1] on the model's device."""
@@ -268,12 +274,8 @@ class FaceRestorer:
         h, w = photo.rgb.shape[:2]
         crop = cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR)
         M = np.array([[self.size / w, 0, 0], [0, self.size / h, 0]], np.float32)
-        face = RestoredFace(np.array([0, 0, w, h], np.float32), 1.0, np.zeros((5, 2), np.float32), M, crop, crop)
-        if self.sair is not None:
-            self._restore_with_reference(face)
-        else:
-            face.restored = self.restore_crops([crop])[0]
-        face.restored = self._match_gray(face.restored, photo)
+        face = RestoredFace(np.array([0, 0, w, h], np.float32), 1.0, np.zeros((5, 2), np.float32), M, crop, None)
+        self._restore_faces([face], photo)
         if self.guard is not None:
             self._guard(face)
         out_size = (round(w * self.upscale), round(h * self.upscale))
