@@ -392,7 +392,8 @@ def add_export_parser(sub):
 
 
 def cmd_export(args) -> int:
-    from .weights import WeightsError, load_model, read_metadata, save_model
+    from .weights import WeightsError
+    from .checkpoints import load_model, read_metadata, save_model
 
     try:
         model, config = load_model(args.source)

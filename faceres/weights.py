@@ -1,4 +1,4 @@
-"""Weights registry, resolution/download, and checkpoint loading (no pickle execution).
+"""Weights registry, resolution and download (checkpoint reading: `faceres.checkpoints`).
 
 Like timm's `pretrained_cfg`, the registry lives apart from the architectures: each entry
 names a file, where to get it, its checksum and licence, and (for restorers) the
@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from .archs import build_network
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "metrics" / "data"  # small files installed with faceres (NIQE parameters)
 
 
 class WeightsError(RuntimeError):
@@ -49,6 +45,11 @@ class WeightSpec:
 _GPEN_URL = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/"
 _FACEXLIB_URL = "https://github.com/xinntao/facexlib/releases/download/"
 _GPEN_LICENCE = "GPEN: academic / non-commercial use only; do not redistribute"
+_GFPGAN_URL = "https://github.com/TencentARC/GFPGAN/releases/download/"
+_GFPGAN_LICENCE = ("GFPGAN: Apache-2.0, except its StyleGAN2 code (NVIDIA licence, non-commercial use only) and DFDNet parts "
+                   "(CC BY-NC-SA 4.0); the weights carry no separate licence statement")
+_GFPGAN_ARCH = {"arch": "gfpgan_v1_clean", "out_size": 512, "num_style_feat": 512, "channel_multiplier": 2, "num_mlp": 8,
+                "input_is_latent": True, "different_w": True, "narrow": 1, "sft_half": True}
 
 REGISTRY: dict[str, WeightSpec] = {
     s.name: s
@@ -63,6 +64,13 @@ REGISTRY: dict[str, WeightSpec] = {
                    licence=_GPEN_LICENCE, note="config inferred from tensor shapes"),
         WeightSpec("gpen-bfr-256-d", "GPEN-BFR-256-D.pth", "discriminator", _GPEN_URL + "GPEN-BFR-256-D.pth",
                    licence=_GPEN_LICENCE, note="may not share G's channel_multiplier/narrow (GPEN#43)"),
+        WeightSpec("gfpgan-v1.2", "GFPGANCleanv1-NoCE-C2.pth", "restorer", _GFPGAN_URL + "v0.2.0/GFPGANCleanv1-NoCE-C2.pth",
+                   licence=_GFPGAN_LICENCE, arch=_GFPGAN_ARCH,
+                   note="the file inference_gfpgan.py uses for v1.2; cog_predict.py names v1.3.0/GFPGANv1.2.pth instead"),
+        WeightSpec("gfpgan-v1.3", "GFPGANv1.3.pth", "restorer", _GFPGAN_URL + "v1.3.0/GFPGANv1.3.pth", size=348_632_874,
+                   licence=_GFPGAN_LICENCE, arch=_GFPGAN_ARCH),
+        WeightSpec("gfpgan-v1.4", "GFPGANv1.4.pth", "restorer", _GFPGAN_URL + "v1.3.0/GFPGANv1.4.pth", size=348_632_874,
+                   licence=_GFPGAN_LICENCE, arch=_GFPGAN_ARCH),
         WeightSpec("retinaface-resnet50", "detection_Resnet50_Final.pth", "detector",
                    _FACEXLIB_URL + "v0.1.0/detection_Resnet50_Final.pth", size=109_497_761, licence="MIT (facexlib)"),
         WeightSpec("retinaface-mobilenet0.25", "detection_mobilenet0.25_Final.pth", "detector",
@@ -84,7 +92,19 @@ REGISTRY: dict[str, WeightSpec] = {
                    licence="BSD-3-Clause"),
         WeightSpec("niqe-pris", "niqe_pris_params.npz", "metric",
                    "https://github.com/XPixelGroup/BasicSR/raw/master/basicsr/metrics/niqe_pris_params.npz",
-                   "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296", 11_850, "Apache-2.0 (BasicSR)"),
+                   "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296", 11_850, "Apache-2.0 (BasicSR)",
+                   note="ships with faceres (faceres/metrics/data/)"),
+        # LPIPS trunks and the FID Inception: each sha256 begins with the prefix in its file name (what torch hub checks)
+        WeightSpec("alexnet", "alexnet-owt-7be5be79.pth", "backbone", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                   "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", 244_408_911,
+                   "torchvision (BSD-3-Clause); ImageNet-trained", note="LPIPS (alex) trunk; the linear heads ship in the lpips package"),
+        WeightSpec("vgg16", "vgg16-397923af.pth", "backbone", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                   "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0", 553_433_881,
+                   "torchvision (BSD-3-Clause); ImageNet-trained", note="LPIPS (vgg) trunk; the linear heads ship in the lpips package"),
+        WeightSpec("inception-fid", "pt_inception-2015-12-05-6726825d.pth", "metric",
+                   "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+                   "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", 95_628_359,
+                   "Apache-2.0 (pytorch-fid; TensorFlow's 2015-12-05 Inception ported)", note="FID features (pool3, 2048-d)"),
         WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None, licence="CelebA terms: non-commercial research",
                    note="trained by faceres and shipped in weights/ (architecture stored in the file)",
                    inference={"flip_ensemble": True}),
@@ -115,9 +135,9 @@ def cache_dir() -> Path:
 
 
 def search_dirs() -> list[Path]:
-    """$FACERES_WEIGHTS_DIR (one folder or several, os.pathsep-separated), weights/, the cache."""
+    """$FACERES_WEIGHTS_DIR (one folder or several, os.pathsep-separated), weights/, the package's data, the cache."""
     dirs = [Path(d) for d in os.environ.get("FACERES_WEIGHTS_DIR", "").split(os.pathsep) if d]
-    return dirs + [REPO_WEIGHTS_DIR, cache_dir()]
+    return dirs + [REPO_WEIGHTS_DIR, PACKAGE_DATA_DIR, cache_dir()]
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -189,123 +209,3 @@ def resolve(name_or_path: str | os.PathLike, allow_download: bool = True) -> Pat
     if not allow_download or os.environ.get("FACERES_OFFLINE"):
         raise WeightsError(_missing_message(spec, "downloading is off"))
     return download(spec)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from .safetensors or a .pth/.pt state_dict (weights_only: no code runs).
-    Unwraps the usual containers: params_ema / params / g_ema / state_dict."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle with code objects, truncated zip, not a checkpoint at all
-        raise WeightsError(f"{path}: not a loadable weights-only checkpoint ({err.__class__.__name__})") from None
-    for key in ("params_ema", "params", "g_ema", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: does not contain a state_dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def save_model(model: nn.Module, path: Path, arch: dict, half: bool = False, extra: dict | None = None) -> None:
-    """safetensors file with the architecture config in its metadata; written atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"arch": json.dumps(arch), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
-def read_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-
-
-def gpen_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
-    """Infer FullGenerator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat) from shapes."""
-    try:
-        n_ecd = len({k.split(".")[0] for k in sd if k.startswith("ecd")})
-        size = 2 ** (n_ecd + 1)
-        c4 = sd["generator.input.input"].shape[1]
-        narrow = c4 / 512
-        channel_multiplier = sd["ecd0.0.0.weight"].shape[0] / ((2**14 / size) * narrow)
-        style_dim = sd["generator.style.1.weight"].shape[0]
-        n_mlp = sum(1 for k in sd if k.startswith("generator.style.") and k.endswith(".weight"))
-        isconcat = sd["generator.conv1.activate.bias"].numel() == 2 * c4
-    except KeyError as err:
-        raise WeightsError(f"not a GPEN generator state_dict (missing {err})") from None
-    cm = int(channel_multiplier) if float(channel_multiplier).is_integer() else channel_multiplier
-    return {"arch": "gpen", "size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channel_multiplier": cm,
-            "narrow": narrow, "isconcat": isconcat}
-
-
-def discriminator_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
-    try:
-        n_blocks = len({k.split(".")[1] for k in sd if k.startswith("convs.")}) - 1
-        size = 2 ** (n_blocks + 2)
-        c4 = sd["final_conv.1.bias"].shape[0]
-        narrow = c4 / 512
-        top = sd["convs.0.0.weight"].shape[0]
-        channel_multiplier = top / ((2**14 / size) * narrow) if size >= 64 else 1
-    except KeyError as err:
-        raise WeightsError(f"not a StyleGAN2/GPEN discriminator state_dict (missing {err})") from None
-    cm = int(channel_multiplier) if float(channel_multiplier).is_integer() else channel_multiplier
-    return {"arch": "stylegan2_d", "size": size, "channel_multiplier": cm, "narrow": narrow}
-
-
-def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
-    if Path(path).suffix == ".safetensors":
-        meta = read_metadata(path)
-        if "arch" not in meta:
-            raise WeightsError(f"{path}: safetensors file without faceres 'arch' metadata")
-        return meta["arch"]
-    if any(k.startswith("ecd0.") for k in sd):
-        return gpen_config_from_state_dict(sd)
-    if "final_conv.1.bias" in sd:
-        return discriminator_config_from_state_dict(sd)
-    raise WeightsError(f"{path}: unrecognised checkpoint layout (neither faceres, GPEN generator nor discriminator)")
-
-
-def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> tuple[nn.Module, dict]:
-    """Build the architecture recorded for a checkpoint and load it strictly. Returns (model, config)."""
-    path = resolve(name_or_path, allow_download)
-    sd = load_state_dict_file(path)
-    config = dict(arch_config_for(path, sd))
-    model = build_network(**config)
-    try:
-        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise WeightsError(f"{path}: does not match architecture {config} ({first})") from None
-    return model.eval(), config
-
-
-def init_generator_from(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, list[str]]:
-    """Copy a StyleGAN2 prior into `model` (a CodecPriorNet's `generator`, or a bare generator):
-    from a GPEN-BFR state_dict (`generator.*` keys; its encoder is skipped) or from a prior-stage
-    export (bare keys). Returns {"loaded": [...], "new": [...], "skipped": [...]}, names relative to
-    the generator."""
-    target = getattr(model, "generator", model)
-    prior = {k.removeprefix("generator."): v for k, v in sd.items() if not k.startswith(("ecd", "final_linear"))}
-    own = target.state_dict()
-    mismatched = [k for k, v in prior.items() if k in own and own[k].shape != v.shape]
-    if mismatched:
-        raise WeightsError(f"prior does not fit this network: {len(mismatched)} tensors differ in shape, e.g. {mismatched[0]}")
-    loaded = [k for k in prior if k in own]
-    target.load_state_dict({k: prior[k].float() for k in loaded}, strict=False)
-    skipped = [k for k in sd if k.removeprefix("generator.") not in own]
-    return {"loaded": loaded, "new": [k for k in own if k not in prior], "skipped": skipped}

@@ -32,7 +32,7 @@ TINY_ARCH = dict(arch="codec_prior", size=128, style_dim=64, n_mlp=2, channel_mu
 def tiny_model(tmp_path_factory) -> Path:
     """A real (randomly initialised) faceres network saved the way shipped models are."""
     from faceres.archs import CodecPriorNet
-    from faceres.weights import save_model
+    from faceres.checkpoints import save_model
 
     torch.manual_seed(0)
     net = CodecPriorNet(**{k: v for k, v in TINY_ARCH.items() if k != "arch"})

@@ -4,18 +4,19 @@ import numpy as np
 import pytest
 import torch
 
+from faceres.archs.contract import RestorationNet, RestorerSpec
 from faceres.pipeline import FaceRestorer
 from faceres.pipeline.align import estimate_affine, inverse_affine, template
 from faceres.pipeline.detect import build_detector
 from faceres.pipeline.images import load_photo
 
 
-class IdentityRestorer(torch.nn.Module):
+class IdentityRestorer(RestorationNet):
     """Returns the aligned crop unchanged: isolates alignment + inverse affine + paste."""
 
-    size = 512
+    spec = RestorerSpec(512)
 
-    def forward(self, x):
+    def restore(self, x, fidelity=1.0):
         return x
 
 
@@ -78,12 +79,12 @@ def test_fidelity_moves_output_monotonically(tiny_model, shared):
     assert all(a > b for a, b in zip(d, d[1:])), d
 
 
-class LeftRamp(torch.nn.Module):
+class LeftRamp(RestorationNet):
     """Adds a left-to-right ramp: not mirror-symmetric, so a flip ensemble must cancel it."""
 
-    size = 64
+    spec = RestorerSpec(64)
 
-    def forward(self, x):
+    def restore(self, x, fidelity=1.0):
         return x + torch.linspace(-0.5, 0.5, x.shape[-1])
 
 

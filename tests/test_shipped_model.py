@@ -11,7 +11,8 @@ from faceres.data.degradations import degrade, sample_params
 from faceres.metrics import psnr, ssim
 from faceres.pipeline import FaceRestorer
 from faceres.train.options import load_options
-from faceres.weights import DEFAULT_RESTORER, REPO_WEIGHTS_DIR, read_metadata, resolve
+from faceres.weights import DEFAULT_RESTORER, REPO_WEIGHTS_DIR, resolve
+from faceres.checkpoints import read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = REPO_WEIGHTS_DIR / "faceres_v0.safetensors"

@@ -159,7 +159,7 @@ def test_tiny_training_with_every_paper_loss(shared, tmp_path, tiny_landmarks, l
     assert fresh.iter == 4
     for a, b in zip(fresh.net_g.state_dict().values(), trainer.net_g.state_dict().values()):
         assert torch.equal(a, b)
-    from faceres.weights import load_model
+    from faceres.checkpoints import load_model
 
     model, config = load_model(opts.experiment_dir / "models/net_g_ema_00000004.safetensors")
     assert config["size"] == 64
@@ -229,7 +229,7 @@ def test_prior_stage_then_restoration_from_its_export(shared, tmp_path, tiny_lan
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, f"path.prior_g={g}", f"path.prior_d={d}",
                      "train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features")
     trainer = Trainer(opts, torch.device("cpu"))
-    from faceres.weights import load_state_dict_file
+    from faceres.checkpoints import load_state_dict_file
 
     sd = load_state_dict_file(g)
     assert torch.equal(trainer.net_g.generator.conv1.conv.weight, sd["conv1.conv.weight"])
@@ -288,7 +288,7 @@ def test_noise_init_option_sets_injection_weights(shared, tmp_path, tiny_landmar
 
 def test_export_writes_half_precision_release(tiny_model, tmp_path):
     from faceres.cli import main
-    from faceres.weights import load_model, read_metadata
+    from faceres.checkpoints import load_model, read_metadata
 
     out = tmp_path / "release.safetensors"
     assert main(["export", str(tiny_model), "-o", str(out)]) == 0

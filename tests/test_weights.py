@@ -9,7 +9,8 @@ import torch
 from faceres import weights
 from faceres.archs import GPENGenerator
 from faceres.cli import main
-from faceres.weights import WeightsError, WeightSpec, download, load_model, load_state_dict_file, resolve
+from faceres.weights import WeightsError, WeightSpec, download, resolve
+from faceres.checkpoints import load_model, load_state_dict_file
 
 
 @pytest.fixture

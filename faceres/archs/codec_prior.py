@@ -15,6 +15,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import PRIOR_FIDELITY, RestorationNet, RestorerSpec, noise_from_features
 from .mmrb import MMRB
 from .stylegan2 import ConvLayer, EqualConv2d, EqualLinear, StyleGAN2Generator, channel_table
 
@@ -68,14 +69,12 @@ class AsymmetricCodec(nn.Module):
         return code, feats, rgbs
 
 
-class CodecPriorNet(nn.Module):
-    supports_fidelity = True
-
+class CodecPriorNet(RestorationNet):
     def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01):
         super().__init__()
         if size & (size - 1) or not 64 <= size <= 1024:
             raise ValueError(f"size must be a power of two in 64..1024, got {size}")
-        self.size = size
+        self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY)
         self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow), style_dim, enc_blocks)
         self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp)
 
@@ -83,10 +82,7 @@ class CodecPriorNet(nn.Module):
         """x: (B, 3, size, size) RGB in [-1, 1]. `fidelity` scales the decoder features fed
         to the noise branches: 1 = as trained (closest to the input), 0 = the prior alone."""
         code, feats, rgbs = self.codec(x)
-        if fidelity != 1.0:
-            feats = [f * fidelity for f in feats]
-        noise = [feats[0]] + [f for f in feats[1:] for _ in range(2)]
-        image, latent = self.generator(code, noise, return_latents=return_aux)
+        image, latent = self.generator(code, noise_from_features(feats, fidelity), return_latents=return_aux)
         return (image, {"rgbs": rgbs, "latent": latent}) if return_aux else image
 
     def restore(self, x, fidelity: float = 1.0):

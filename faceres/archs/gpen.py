@@ -3,22 +3,21 @@
 A plain conv encoder (`ecd0..`) maps the face to a code and to one feature map per
 resolution; the code goes through the generator's mapping MLP to a single W, and the
 maps are concatenated into the StyleGAN2 noise branches. Official GPEN-BFR checkpoints
-load strictly (see `faceres.weights.gpen_config_from_state_dict`).
+load strictly (see `faceres.checkpoints.gpen_config_from_state_dict`).
 """
 
 import math
 
 from torch import nn
 
+from .contract import PRIOR_FIDELITY, RestorationNet, RestorerSpec, noise_from_features
 from .stylegan2 import ConvLayer, EqualLinear, StyleGAN2Generator, channel_table
 
 
-class GPENGenerator(nn.Module):
-    supports_fidelity = True
-
+class GPENGenerator(RestorationNet):
     def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01):
         super().__init__()
-        self.size = size
+        self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY)
         self.log_size = int(math.log2(size))
         ch = channel_table(size, channel_multiplier, narrow)
         self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat, lr_mlp)
@@ -39,11 +38,7 @@ class GPENGenerator(nn.Module):
 
     def forward(self, x, return_latents=False, fidelity: float = 1.0):
         code, feats = self.encode(x)
-        # every encoder map feeds both StyledConvs at its resolution; the 4x4 map feeds conv1 only
-        if fidelity != 1.0:
-            feats = [f * fidelity for f in feats]
-        noise = [feats[0]] + [f for f in feats[1:] for _ in range(2)]
-        return self.generator(code, noise, return_latents=return_latents)
+        return self.generator(code, noise_from_features(feats, fidelity), return_latents=return_latents)
 
     def restore(self, x, fidelity: float = 1.0):
         return self.forward(x, fidelity=fidelity)[0]

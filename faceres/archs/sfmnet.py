@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import RestorationNet, RestorerSpec
+
 
 def amplitude_phase(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     spec = torch.fft.rfft2(x, norm="ortho")
@@ -104,10 +106,11 @@ class SFMLM(nn.Module):
         return self.fsib(self.spatial(spa), self.frequency(fre))
 
 
-class SFMNet(nn.Module):
+class SFMNet(RestorationNet):
     def __init__(self, size: int = 128, channels: int = 96, n_modules: int = 9, heads: int = 4, scale: int = 8):
         super().__init__()
-        self.size, self.scale = size, scale  # scale: the SR factor it was trained for (metadata)
+        self.spec = RestorerSpec(size)
+        self.scale = scale  # the SR factor it was trained for (metadata)
         self.head = nn.Conv2d(3, channels, 3, padding=1)
         self.body = nn.ModuleList(SFMLM(channels, heads) for _ in range(n_modules))
         self.to_spa = nn.Conv2d(channels, 3, 3, padding=1)
@@ -121,5 +124,6 @@ class SFMNet(nn.Module):
         out_spa, out_fre = x + self.to_spa(spa), x + self.to_fre(fre)
         return (out_spa, {"frequency_output": out_fre}) if return_aux else out_spa
 
-    def restore(self, x):
+    def restore(self, x, fidelity: float = 1.0):
+        self.spec.check_fidelity(fidelity, "SFMNet")
         return self.forward(x)

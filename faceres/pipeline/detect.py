@@ -28,7 +28,7 @@ class RetinaFaceDetector:
         import torch
         from facexlib.detection.retinaface import RetinaFace
 
-        from ..weights import load_state_dict_file
+        from ..checkpoints import load_state_dict_file
 
         name = {"mobile0.25": "retinaface-mobilenet0.25", "resnet50": "retinaface-resnet50"}[network]
         self.name = name

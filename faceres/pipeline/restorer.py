@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..devices import pick_device
-from ..weights import DEFAULT_RESTORER, WeightsError, inference_defaults, load_model, resolve
+from ..weights import DEFAULT_RESTORER, WeightsError, inference_defaults, resolve
+from ..checkpoints import load_model
 from .align import estimate_affine, warp_face
 from .background import FaceParser, RealESRGANUpsampler
 from .detect import Face, build_detector
@@ -92,8 +93,7 @@ class FaceRestorer:
         else:
             self.net, self.model_config = load_model(model)
         self.net = self.net.to(self.device).eval()
-        if fidelity != 1.0 and not getattr(self.net, "supports_fidelity", False):
-            raise ValueError(f"{type(self.net).__name__} has no fidelity control; use --fidelity 1")
+        self.net.spec.check_fidelity(fidelity, type(self.net).__name__)
         self.size = int(self.net.size)
         self.upscale, self.fidelity = upscale, fidelity
         # average with the restored mirror image (self-ensemble); None: the model's registry default
@@ -118,7 +118,7 @@ class FaceRestorer:
     def _setup_reference(self, reference, recognizer, cfg):
         if recognizer is None:
             from ..losses.identity import build_arcface
-            from ..weights import load_state_dict_file
+            from ..checkpoints import load_state_dict_file
 
             recognizer = build_arcface(load_state_dict_file(resolve("arcface-irse50")))
         self.sair = SAIR(self.net, recognizer.to(self.device), cfg)
@@ -166,9 +166,7 @@ class FaceRestorer:
         return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self.net, "supports_fidelity", False):
-            return self.net.restore(x, fidelity=self.fidelity)
-        return self.net.restore(x) if hasattr(self.net, "restore") else self.net(x)
+        return self.net.restore(x, fidelity=self.fidelity)
 
     # ------------------------------------------------------------------ stages
 

@@ -34,7 +34,8 @@ from ..losses import (
 )
 from ..losses.frequency import FocalFrequencyLoss, GuidedFrequencyLoss
 from ..metrics import psnr, ssim
-from ..weights import WeightsError, init_generator_from, load_state_dict_file, resolve, save_model
+from ..weights import WeightsError, resolve
+from ..checkpoints import init_generator_from, load_state_dict_file, save_model
 from .options import Options, OptionsError
 
 

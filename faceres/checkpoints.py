@@ -1,0 +1,156 @@
+"""Reading and writing checkpoints: format detection, config-from-shapes per family, strict
+loading (safetensors, or torch.load with weights_only: no pickle ever runs code)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .archs import build_network
+from .weights import WeightsError, resolve
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from .safetensors or a .pth/.pt state_dict (weights_only: no code runs).
+    Unwraps the usual containers: params_ema / params / g_ema / state_dict."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle with code objects, truncated zip, not a checkpoint at all
+        raise WeightsError(f"{path}: not a loadable weights-only checkpoint ({err.__class__.__name__})") from None
+    for key in ("params_ema", "params", "g_ema", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not contain a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def save_model(model: nn.Module, path: Path, arch: dict, half: bool = False, extra: dict | None = None) -> None:
+    """safetensors file with the architecture config in its metadata; written atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"arch": json.dumps(arch), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+def gpen_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+    """Infer FullGenerator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat) from shapes."""
+    try:
+        n_ecd = len({k.split(".")[0] for k in sd if k.startswith("ecd")})
+        size = 2 ** (n_ecd + 1)
+        c4 = sd["generator.input.input"].shape[1]
+        narrow = c4 / 512
+        channel_multiplier = sd["ecd0.0.0.weight"].shape[0] / ((2**14 / size) * narrow)
+        style_dim = sd["generator.style.1.weight"].shape[0]
+        n_mlp = sum(1 for k in sd if k.startswith("generator.style.") and k.endswith(".weight"))
+        isconcat = sd["generator.conv1.activate.bias"].numel() == 2 * c4
+    except KeyError as err:
+        raise WeightsError(f"not a GPEN generator state_dict (missing {err})") from None
+    cm = int(channel_multiplier) if float(channel_multiplier).is_integer() else channel_multiplier
+    return {"arch": "gpen", "size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channel_multiplier": cm,
+            "narrow": narrow, "isconcat": isconcat}
+
+
+def discriminator_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+    try:
+        n_blocks = len({k.split(".")[1] for k in sd if k.startswith("convs.")}) - 1
+        size = 2 ** (n_blocks + 2)
+        c4 = sd["final_conv.1.bias"].shape[0]
+        narrow = c4 / 512
+        top = sd["convs.0.0.weight"].shape[0]
+        channel_multiplier = top / ((2**14 / size) * narrow) if size >= 64 else 1
+    except KeyError as err:
+        raise WeightsError(f"not a StyleGAN2/GPEN discriminator state_dict (missing {err})") from None
+    cm = int(channel_multiplier) if float(channel_multiplier).is_integer() else channel_multiplier
+    return {"arch": "stylegan2_d", "size": size, "channel_multiplier": cm, "narrow": narrow}
+
+
+def gfpgan_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+    """Infer GFPGANv1Clean(out_size, num_style_feat, channel_multiplier, num_mlp, different_w, narrow,
+    sft_half) from shapes. input_is_latent leaves no trace in the shapes: True, as in every release."""
+    from .archs.stylegan2 import channel_table
+
+    try:
+        log_size = len({k.split(".")[1] for k in sd if k.startswith("conv_body_down.")}) + 2
+        dec = [sd[f"stylegan_decoder.to_rgbs.{j}.modulated_conv.weight"].shape[2] for j in range(log_size - 2)]  # 8 .. size
+        c4 = sd["stylegan_decoder.constant_input.weight"].shape[1]
+        style_dim = sd["stylegan_decoder.style_conv1.modulated_conv.modulation.weight"].shape[1]
+        different_w = sd["final_linear.weight"].shape[0] == (2 * log_size - 2) * style_dim
+        sft_half = sd["condition_scale.0.2.weight"].shape[0] == sd["conv_body_up.0.conv2.weight"].shape[0]
+    except KeyError as err:
+        raise WeightsError(f"not a GFPGANv1Clean state_dict (missing {err})") from None
+    size, narrow = 2**log_size, c4 / 512
+    cm = dec[-1] / (channel_table(size, 1, 1)[size] * narrow) if size >= 64 else 2  # no channel_multiplier below 64
+    cm = int(cm) if float(cm).is_integer() else cm
+    if list(channel_table(size, cm, narrow).values())[1:] != dec:
+        raise WeightsError(f"GFPGANv1Clean decoder channels {dec} fit no channel_multiplier/narrow")
+    n_mlp = sum(1 for k in sd if k.startswith("stylegan_decoder.style_mlp.") and k.endswith(".weight"))
+    return {"arch": "gfpgan_v1_clean", "out_size": size, "num_style_feat": style_dim, "channel_multiplier": cm,
+            "num_mlp": n_mlp, "input_is_latent": True, "different_w": different_w, "narrow": narrow, "sft_half": sft_half}
+
+
+def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
+    if Path(path).suffix == ".safetensors":
+        meta = read_metadata(path)
+        if "arch" not in meta:
+            raise WeightsError(f"{path}: safetensors file without faceres 'arch' metadata")
+        return meta["arch"]
+    if any(k.startswith("ecd0.") for k in sd):
+        return gpen_config_from_state_dict(sd)
+    if "stylegan_decoder.constant_input.weight" in sd and "conv_body_first.weight" in sd:
+        return gfpgan_config_from_state_dict(sd)
+    if "final_conv.1.bias" in sd:
+        return discriminator_config_from_state_dict(sd)
+    raise WeightsError(f"{path}: unrecognised checkpoint layout (neither faceres, GPEN generator, GFPGAN nor discriminator)")
+
+
+def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> tuple[nn.Module, dict]:
+    """Build the architecture recorded for a checkpoint and load it strictly. Returns (model, config)."""
+    path = resolve(name_or_path, allow_download)
+    sd = load_state_dict_file(path)
+    config = dict(arch_config_for(path, sd))
+    model = build_network(**config)
+    try:
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise WeightsError(f"{path}: does not match architecture {config} ({first})") from None
+    return model.eval(), config
+
+
+def init_generator_from(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Copy a StyleGAN2 prior into `model` (a CodecPriorNet's `generator`, or a bare generator):
+    from a GPEN-BFR state_dict (`generator.*` keys; its encoder is skipped) or from a prior-stage
+    export (bare keys). Returns {"loaded": [...], "new": [...], "skipped": [...]}, names relative to
+    the generator."""
+    target = getattr(model, "generator", model)
+    prior = {k.removeprefix("generator."): v for k, v in sd.items() if not k.startswith(("ecd", "final_linear"))}
+    own = target.state_dict()
+    mismatched = [k for k, v in prior.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise WeightsError(f"prior does not fit this network: {len(mismatched)} tensors differ in shape, e.g. {mismatched[0]}")
+    loaded = [k for k in prior if k in own]
+    target.load_state_dict({k: prior[k].float() for k in loaded}, strict=False)
+    skipped = [k for k in sd if k.removeprefix("generator.") not in own]
+    return {"loaded": loaded, "new": [k for k in own if k not in prior], "skipped": skipped}
