@@ -4,6 +4,7 @@ from torch import nn
 
 from .codec_prior import AsymmetricCodec, CodecPriorNet
 from .discriminators import ComponentDiscriminator, StyleGAN2Discriminator, freeze_d
+from .gfpgan import GFPGANv1Clean
 from .gpen import GPENGenerator
 from .mmrb import MMRB
 from .sfmnet import SFMNet
@@ -12,6 +13,7 @@ from .stylegan2 import StyleGAN2Generator
 ARCHS: dict[str, type[nn.Module]] = {
     "codec_prior": CodecPriorNet,
     "gpen": GPENGenerator,
+    "gfpgan_v1_clean": GFPGANv1Clean,
     "stylegan2_g": StyleGAN2Generator,
     "stylegan2_d": StyleGAN2Discriminator,
     "component_d": ComponentDiscriminator,
@@ -25,5 +27,5 @@ def build_network(arch: str, **kwargs) -> nn.Module:
     return ARCHS[arch](**kwargs)
 
 
-__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "ComponentDiscriminator", "GPENGenerator", "MMRB", "SFMNet",
+__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "ComponentDiscriminator", "GFPGANv1Clean", "GPENGenerator", "MMRB", "SFMNet",
            "StyleGAN2Discriminator", "StyleGAN2Generator", "build_network", "freeze_d"]
