@@ -241,3 +241,16 @@ def test_cli_refuses_fidelity_for_gfpgan(small_release_file, weights_env, shared
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no fidelity control" in err[0]
     assert not (tmp_path / "o" / "restored_imgs").exists()
+
+
+@pytest.mark.parametrize("name,filename", [("gfpgan-v1.2", "GFPGANCleanv1-NoCE-C2.pth"), ("gfpgan-v1.3", "GFPGANv1.3.pth"),
+                                           ("gfpgan-v1.4", "GFPGANv1.4.pth")])
+def test_registry_entries_point_at_the_releases(name, filename, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACERES_OFFLINE", "1")
+    spec = REGISTRY[name]
+    assert spec.kind == "restorer" and spec.filename == filename and "Apache-2.0" in spec.licence
+    assert spec.url.startswith("https://github.com/TencentARC/GFPGAN/releases/download/") and spec.url.endswith(filename)
+    with pytest.raises(WeightsError, match=re.escape(spec.url)):
+        load_model(name)
