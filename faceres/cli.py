@@ -343,8 +343,10 @@ def add_evaluate_parser(sub):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="registry name or checkpoint: restores --lq first")
     src.add_argument("--restored", type=Path, help="folder of restored faces")
-    p.add_argument("--lq", type=Path, help="degraded inputs (scored as 'input' too when --gt is given)")
+    p.add_argument("--lq", type=Path, help="degraded inputs, scored as 'input' too (without --gt: no-reference metrics only)")
     p.add_argument("--gt", type=Path, help="ground truth (same file stems)")
+    p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "off"], help="LPIPS trunk (needs its torchvision file)")
+    p.add_argument("--fid-ref", type=Path, help="FID reference: a folder or a `faceres fid-stats` .npz (default: the --gt folder)")
     p.add_argument("-o", "--output", type=Path, default=Path("results/evaluate"))
     p.add_argument("--no-identity", action="store_true", help="skip identity (dlib) and LMD")
     p.add_argument("--fidelity", type=float, default=1.0)
@@ -355,32 +357,60 @@ def add_evaluate_parser(sub):
 
 
 def cmd_evaluate(args) -> int:
+    from .devices import pick_device
     from .metrics.evaluate import plot, score_folder, write_reports
-    from .weights import WeightsError, resolve
+    from .metrics.fid import FIDError
+    from .metrics.suite import load_suite
+    from .weights import WeightsError
 
     if args.model and not args.lq:
         return fail("--model needs --lq")
     try:
-        niqe_params = resolve("niqe-pris", allow_download=False)
-    except WeightsError as err:
-        niqe_params = None
-        print(f"faceres: NIQE skipped: {err}", file=sys.stderr)
-    try:
+        suite = load_suite(args.gt, None if args.lpips == "off" else args.lpips, args.fid_ref, not args.no_identity,
+                           pick_device(args.device))
+        for note in suite.notes:
+            print(f"faceres: {note}", file=sys.stderr)
         restored = args.restored
         if args.model:
             restored = restore_folder(args.model, args.lq, args.output / "restored", args.device, args.fidelity,
                                       FLIP_CHOICES[args.flip_ensemble])
-        results = {}
-        if args.lq and args.gt:
-            results["input"] = score_folder(args.lq, args.gt, niqe_params, not args.no_identity)
-        results[args.model or str(args.restored)] = score_folder(restored, args.gt, niqe_params, not args.no_identity)
-        means = write_reports(results, args.output)
+        folders = ({"input": args.lq} if args.lq else {}) | {args.model or str(args.restored): restored}
+        scored = {name: score_folder(folder, args.gt, suite) for name, folder in folders.items()}
+        results = {name: rows for name, (rows, _) in scored.items()}
+        means = write_reports(results, args.output, {name: totals for name, (_, totals) in scored.items()},
+                              suite.ran(args.gt is not None), suite.notes)
         if args.plot:
             plot(results, restored, args.lq, args.gt, args.output)
-    except (WeightsError, FileNotFoundError, ValueError) as err:
+    except (WeightsError, FIDError, FileNotFoundError, ValueError) as err:
         return fail(str(err))
     print((args.output / "metrics.md").read_text())
     return 0 if means else 1
+
+
+def add_fid_stats_parser(sub):
+    p = sub.add_parser("fid-stats", help="FID statistics (mu, sigma, n) of a folder, for `evaluate --fid-ref`")
+    p.add_argument("folder", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help=".npz file")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_fid_stats)
+
+
+def cmd_fid_stats(args) -> int:
+    from .devices import pick_device
+    from .metrics.evaluate import folder_stats
+    from .metrics.fid import FIDError, InceptionFeatures, save_stats, small_sample_note
+    from .weights import WeightsError, resolve
+
+    try:
+        stats = folder_stats(args.folder, InceptionFeatures(resolve("inception-fid", allow_download=False), pick_device(args.device)))
+        save_stats(args.output, stats)
+    except (WeightsError, FIDError, FileNotFoundError) as err:
+        return fail(str(err))
+    warning = small_sample_note(stats.n, f"statistics {args.output}")
+    if warning:
+        print(f"faceres: warning: {warning}", file=sys.stderr)
+    print(f"{args.output}: {stats.n} images, {stats.mu.shape[0]}-d features")
+    return 0
 
 
 def add_export_parser(sub):
@@ -421,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_landmarks_parser(sub)
     add_testset_parser(sub)
     add_evaluate_parser(sub)
+    add_fid_stats_parser(sub)
     add_export_parser(sub)
     app = sub.add_parser("app", help="start the web demo (needs the app extra); options as `python app.py --help`")
     app.add_argument("app_args", nargs=argparse.REMAINDER)

@@ -105,6 +105,10 @@ REGISTRY: dict[str, WeightSpec] = {
                    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
                    "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", 95_628_359,
                    "Apache-2.0 (pytorch-fid; TensorFlow's 2015-12-05 Inception ported)", note="FID features (pool3, 2048-d)"),
+        WeightSpec("ifqa", "IFQA_Metric.pth", "metric", None,
+                   licence="IFQA authors: no licence published; not redistributed",
+                   note="the authors' Google Drive, https://drive.google.com/file/d/1aHxF39Mdg4R2dFiF_yx8HsJHy9lJaEZP "
+                        "(CNN model, linked from github.com/AIM-SKKU/IFQA; no checksum published)"),
         WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None, licence="CelebA terms: non-commercial research",
                    note="trained by faceres and shipped in weights/ (architecture stored in the file)",
                    inference={"flip_ensemble": True}),

@@ -1,8 +1,14 @@
 import json
+import os
+import subprocess
+import sys
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
+from faceres import weights
 from faceres.cli import main
 from faceres.metrics import psnr, ssim
 from faceres.metrics.fullref import rgb_to_y
@@ -54,6 +60,7 @@ def test_niqe_of_a_too_small_image_is_left_out_not_a_crash(shared, tmp_path):
     import cv2
 
     from faceres.metrics.evaluate import score_folder, summarize
+    from faceres.metrics.suite import Suite
 
     params = shared / "weights/niqe_pris_params.npz"
     with pytest.raises(ValueError, match="two 96x96 blocks"):
@@ -61,7 +68,8 @@ def test_niqe_of_a_too_small_image_is_left_out_not_a_crash(shared, tmp_path):
     hq = cv2.imread(str(sorted((shared / "data/celebahq-512/images").iterdir())[0]))
     cv2.imwrite(str(tmp_path / "big.png"), cv2.resize(hq, (256, 256)))
     cv2.imwrite(str(tmp_path / "small.png"), cv2.resize(hq, (128, 128)))
-    rows = score_folder(tmp_path, None, params, identity=False, progress=False)
+    rows, totals = score_folder(tmp_path, None, Suite(niqe_params=params), progress=False)
+    assert totals == {}
     assert [("niqe" in r) for r in rows] == [True, False]
     assert summarize({"x": rows})["x"]["niqe"] == rows[0]["niqe"]
 
@@ -131,3 +139,73 @@ def test_niqe_matches_independent_implementation(shared, name):
 
     rgb = cv2.imread(str(shared / "data" / name))[..., ::-1].astype(np.float32) / 255
     assert niqe(rgb, shared / "weights/niqe_pris_params.npz") == pytest.approx(PYIQA_NIQE[name], abs=0.02)
+
+
+def smooth_faces(folder, n, seed, size=256, blur=0):
+    """Stand-in images (smooth random texture): enough for NIQE's 96x96 blocks, not faces."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = cv2.GaussianBlur(rng.random((size, size, 3)).astype(np.float32), (0, 0), 2 + blur)
+        cv2.imwrite(str(folder / f"{i:02d}.png"), (np.clip((img - 0.5) * 6 + 0.5, 0, 1) * 255).astype(np.uint8))
+    return folder
+
+
+def test_niqe_parameters_ship_with_the_package(tmp_path, monkeypatch):
+    from fnmatch import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    monkeypatch.delenv("FACERES_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = weights.resolve("niqe-pris", allow_download=False)  # checks size and sha256 against the registry
+    assert path == weights.PACKAGE_DATA_DIR / "niqe_pris_params.npz"
+    package_data = tomllib.loads((weights.REPO_WEIGHTS_DIR.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(fnmatch("metrics/data/niqe_pris_params.npz", pattern) for pattern in package_data["faceres"])
+
+
+def test_evaluate_prints_niqe_with_no_environment(tmp_path):
+    restored, gt = smooth_faces(tmp_path / "restored", 2, 0, blur=1), smooth_faces(tmp_path / "gt", 2, 0)
+    env = {k: v for k, v in os.environ.items() if k not in ("FACERES_WEIGHTS_DIR", "XDG_CACHE_HOME")}
+    env["HOME"] = str(tmp_path / "home")
+    run = subprocess.run([sys.executable, "-m", "faceres.cli", "evaluate", "--restored", str(restored), "--gt", str(gt),
+                          "--no-identity", "-o", str(tmp_path / "ev")], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "niqe ↓" in run.stdout and "Metrics that ran: PSNR, SSIM, NIQE" in run.stdout
+    niqe_value = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"][str(restored)]["niqe"]
+    assert np.isfinite(niqe_value)
+    lpips_line = next(line for line in run.stderr.splitlines() if "LPIPS" in line)
+    assert "alexnet-owt-7be5be79.pth not found" in lpips_line and "download.pytorch.org" in lpips_line
+
+
+def test_no_reference_evaluation_scores_input_and_restored_side_by_side(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lq, restored = smooth_faces(tmp_path / "lq", 2, 1, blur=3), smooth_faces(tmp_path / "restored", 2, 1)
+    assert main(["evaluate", "--restored", str(restored), "--lq", str(lq), "-o", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr()
+    assert "| input |" in out.out and f"| {restored} |" in out.out and "psnr" not in out.out
+    assert "FID left out: no reference" in out.err
+    means = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"]
+    assert set(means) == {"input", str(restored)} and all(set(m) == {"niqe"} for m in means.values())
+    assert means["input"]["niqe"] != means[str(restored)]["niqe"]
+
+
+def test_ifqa_network_loads_the_official_format_strictly(tmp_path, monkeypatch):
+    from faceres.metrics import ifqa
+
+    net = ifqa.IFQANet()
+    state = net.state_dict()
+    for key in ("encoder128.conv1x1.weight", "encoder128.norm1.weight", "btn.3.conv2.bias", "decoder16.conv1x1.weight",
+                "decoder256.0.conv1x1.weight", "decoder256.0.norm2.bias"):  # names in the authors' model.py
+        assert key in state
+    assert "btn.0.conv1x1.weight" not in state  # 1024 -> 1024: identity shortcut
+    torch.save({"D": state}, tmp_path / "IFQA_Metric.pth")
+    metric = ifqa.IFQA(tmp_path / "IFQA_Metric.pth")
+    assert torch.equal(metric.net.state_dict()["btn.3.conv2.bias"], state["btn.3.conv2.bias"])
+    monkeypatch.setattr(ifqa, "SIZE", 64)  # the plumbing at a small size; the metric itself runs at 256
+    face = np.random.default_rng(0).random((100, 80, 3)).astype(np.float32)
+    assert metric.score_map(face).shape == (64, 64)
+    assert 0 < metric(face) < 1
+    torch.save({"G": state}, tmp_path / "other.pth")
+    with pytest.raises(ifqa.IFQAError, match="under 'D'"):
+        ifqa.IFQA(tmp_path / "other.pth")

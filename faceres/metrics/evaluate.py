@@ -1,5 +1,6 @@
-"""`faceres evaluate`: score restored faces against ground truth (and the degraded input),
-writing a Markdown table, a CSV and a JSON of per-image values and means."""
+"""`faceres evaluate`: score restored faces against ground truth (and the degraded input), or
+without ground truth (no-reference metrics only), writing a Markdown table, a CSV and a JSON of
+per-image values and means. FID is a set metric: one value per folder, with its sample counts."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .fid import FIDStats, frechet_distance, small_sample_note, statistics
 from .fullref import psnr, ssim
-from .identity import DlibFaces, cosine, face_u8, landmark_distance
+from .identity import cosine, face_u8, landmark_distance
 from .niqe import niqe
 
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "niqe": False, "identity (dlib)": True, "lmd": False}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "niqe": False, "ifqa": True,
+                    "identity (dlib)": True, "lmd": False}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -28,8 +32,23 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
+def image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def folder_stats(folder: Path, inception, progress: bool = True) -> FIDStats:
+    """FID statistics (mu, sigma, n) of every image in a folder, at its own size."""
+    from tqdm import tqdm
+
+    files = image_files(folder)
+    feats = [inception([read_rgb(f)]) for f in tqdm(files, disable=not progress, desc=f"FID features {folder.name}")]
+    return statistics(np.concatenate(feats) if feats else np.zeros((0, 2048)))
+
+
 def pair_files(restored: Path, gt: Path | None) -> list[tuple[Path, Path | None]]:
-    files = sorted(p for p in restored.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = image_files(restored)
     if gt is None:
         return [(p, None) for p in files]
     by_stem = {p.stem: p for p in gt.iterdir()}
@@ -40,41 +59,60 @@ def pair_files(restored: Path, gt: Path | None) -> list[tuple[Path, Path | None]
     return pairs
 
 
-def score_folder(restored: Path, gt: Path | None, niqe_params: Path | None, identity: bool = True, progress=True) -> list[dict]:
-    """Per-image metrics; restored images are resized to the GT size before comparison."""
+def _score_image(r: np.ndarray, g: np.ndarray | None, suite, rpath: Path) -> dict:
+    row = {"image": rpath.name}
+    if g is not None:
+        row["psnr"], row["ssim"] = psnr(r, g), ssim(r, g)
+        if suite.lpips is not None:
+            row["lpips"] = suite.lpips(r, g)
+    if suite.niqe_params is not None:
+        try:
+            row["niqe"] = niqe(r, suite.niqe_params)
+        except ValueError as err:
+            print(f"{rpath}: NIQE left out: {err}", file=sys.stderr)
+    if suite.ifqa is not None:
+        row["ifqa"] = suite.ifqa(r)
+    if suite.faces is not None and g is not None:
+        ru, gu = face_u8(r), face_u8(g)
+        row["identity (dlib)"] = cosine(suite.faces.embedding(ru), suite.faces.embedding(gu))
+        row["lmd"] = landmark_distance(suite.faces, ru, gu)
+    return row
+
+
+def score_folder(restored: Path, gt: Path | None, suite, progress=True) -> tuple[list[dict], dict[str, float]]:
+    """Per-image metrics (restored images are resized to the GT size first) and set metrics (FID, with n)."""
     from tqdm import tqdm
 
-    faces = DlibFaces() if identity and gt is not None else None
-    rows = []
+    rows, feats = [], []
     for rpath, gpath in tqdm(pair_files(restored, gt), disable=not progress, desc=restored.name):
         g = read_rgb(gpath) if gpath else None
         r = read_rgb(rpath, g.shape[1::-1] if g is not None else None)
-        row = {"image": rpath.name}
-        if g is not None:
-            row["psnr"], row["ssim"] = psnr(r, g), ssim(r, g)
-        if niqe_params is not None:
-            try:
-                row["niqe"] = niqe(r, niqe_params)
-            except ValueError as err:
-                print(f"{rpath}: NIQE left out: {err}", file=sys.stderr)
-        if faces is not None:
-            ru, gu = face_u8(r), face_u8(g)
-            row["identity (dlib)"] = cosine(faces.embedding(ru), faces.embedding(gu))
-            row["lmd"] = landmark_distance(faces, ru, gu)
-        rows.append(row)
-    return rows
+        rows.append(_score_image(r, g, suite, rpath))
+        if suite.fid_ref is not None:
+            feats.append(suite.inception([r]))
+    totals = {}
+    if suite.fid_ref is not None and len(feats) >= 2:
+        totals = {"fid": frechet_distance(statistics(np.concatenate(feats)), suite.fid_ref), "fid n": len(feats)}
+    return rows, totals
 
 
-def summarize(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+def summarize(results: dict[str, list[dict]], totals: dict[str, dict] | None = None) -> dict[str, dict[str, float]]:
+    """Mean of each per-image metric, plus each folder's set metrics (FID)."""
     out = {}
     for name, rows in results.items():
         keys = dict.fromkeys(k for r in rows for k in r if k != "image")
         out[name] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+        out[name].update((totals or {}).get(name, {}))
     return out
 
 
+def _column_order(key: str) -> int:
+    order = list(HIGHER_IS_BETTER)
+    return order.index(key) if key in order else len(order)
+
+
 def markdown_table(means: dict[str, dict[str, float]]) -> str:
-    keys = list(next(iter(means.values())).keys())
+    keys = sorted(dict.fromkeys(k for vals in means.values() for k in vals if k != "fid n"), key=_column_order)
     arrows = [("↑" if HIGHER_IS_BETTER.get(k, True) else "↓") for k in keys]
     lines = ["| | " + " | ".join(f"{k} {a}" for k, a in zip(keys, arrows)) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, vals in means.items():
@@ -82,12 +120,24 @@ def markdown_table(means: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(results: dict[str, list[dict]], out_dir: Path) -> dict[str, dict[str, float]]:
+DEFINITIONS = ("PSNR: RGB, 0-255, no border crop. SSIM: Y (BT.601), 11x11 Gaussian window. LPIPS: v0.1, lpips package "
+               "heads on torchvision's ImageNet trunk. FID: pytorch-fid Inception (pool3, 2048-d). NIQE: Y, BasicSR pristine "
+               "parameters. IFQA: CNN metric, mean of the 256x256 realness map. identity (dlib): cosine of dlib 128-d "
+               "descriptors (not ArcFace). LMD: dlib 68-point distance at 512 px.")
+
+
+def report_text(means: dict[str, dict[str, float]], ran: list[str], notes: list[str]) -> str:
+    counts = [small_sample_note(int(vals["fid n"]), f"of {name}") or f"FID of {name}: {vals['fid n']:.0f} images"
+              for name, vals in means.items() if "fid n" in vals]
+    lines = [markdown_table(means), "", f"Metrics that ran: {', '.join(ran) or 'none'}."] + counts + notes + ["", DEFINITIONS]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(results: dict[str, list[dict]], out_dir: Path, totals: dict[str, dict] | None = None,
+                  ran: list[str] = (), notes: list[str] = ()) -> dict[str, dict[str, float]]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    means = summarize(results)
-    (out_dir / "metrics.md").write_text(markdown_table(means) + "\n\nPSNR: RGB, 0-255, no border crop. SSIM: Y (BT.601), "
-                                        "11x11 Gaussian window. NIQE: Y, BasicSR pristine parameters. identity (dlib): cosine "
-                                        "of dlib 128-d descriptors (not ArcFace). LMD: dlib 68-point distance at 512 px.\n")
+    means = summarize(results, totals)
+    (out_dir / "metrics.md").write_text(report_text(means, list(ran), list(notes)))
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         keys = sorted({k for rows in results.values() for r in rows for k in r if k != "image"})
         writer = csv.writer(f)
@@ -95,7 +145,8 @@ def write_reports(results: dict[str, list[dict]], out_dir: Path) -> dict[str, di
         for name, rows in results.items():
             for r in rows:
                 writer.writerow([name, r["image"], *[r.get(k, "") for k in keys]])
-    (out_dir / "metrics.json").write_text(json.dumps({"mean": means, "per_image": results}, indent=1))
+    (out_dir / "metrics.json").write_text(json.dumps({"mean": means, "per_image": results, "ran": list(ran), "notes": list(notes)},
+                                                     indent=1))
     return means
 
 
