@@ -173,14 +173,18 @@ def test_substitute_feature_loss_is_named_not_vgg(shared, tmp_path, tiny_landmar
     assert "discriminator-feature matching (not VGG)" in out and "l_dfeat" in out and "l_vgg" not in out
 
 
-def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones):
-    extra = ["train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features", "val.every=100"]
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, precision):
+    extra = ["train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features", "val.every=100",
+             f"train.precision={precision}"]
     straight = train(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra), "cpu")
     opts_b = tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra)
     train(opts_b, "cpu", max_iters=2)
     opts_b.path.resume = "auto"
     resumed = train(opts_b, "cpu")
     assert resumed.iter == straight.iter == 4
+    assert resumed.use_bf16 == (precision == "bf16")
+    assert all(p.dtype == torch.float32 for p in resumed.net_g.parameters())  # bf16 is autocast: weights stay fp32
     for name in ("net_g", "net_g_ema", "net_d", "local_d"):
         sa, sb = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         for k in sa:
@@ -287,8 +291,8 @@ def test_noise_init_option_sets_injection_weights(shared, tmp_path, tiny_landmar
 
 
 def test_export_writes_half_precision_release(tiny_model, tmp_path):
-    from faceres.cli import main
     from faceres.checkpoints import load_model, read_metadata
+    from faceres.cli import main
 
     out = tmp_path / "release.safetensors"
     assert main(["export", str(tiny_model), "-o", str(out)]) == 0

@@ -6,11 +6,11 @@ import torch.nn.functional as F
 
 def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator side of eq. (11): log(1 + exp(-D(G(x))))."""
-    return F.softplus(-fake_logits).mean()
+    return F.softplus(-fake_logits.float()).mean()
 
 
 def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
 def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:

@@ -6,5 +6,5 @@ import torch.nn.functional as F
 
 def multiscale_l1(rgbs: list[torch.Tensor], gt: torch.Tensor) -> torch.Tensor:
     """Mean over scales of L1(rgb_r, gt resized to r)."""
-    losses = [F.l1_loss(rgb, F.interpolate(gt, size=rgb.shape[-2:], mode="area")) for rgb in rgbs]
+    losses = [F.l1_loss(rgb.float(), F.interpolate(gt, size=rgb.shape[-2:], mode="area")) for rgb in rgbs]
     return torch.stack(losses).mean()
