@@ -72,6 +72,7 @@ def test_frechet_distance_hand_computed_and_matches_pytorch_fid():
         statistics(x[:1])
 
 
+@pytest.mark.slow  # Inception at 299x299 and a 2048x2048 eigendecomposition: 10-30 s on 2 shared cores
 def test_inception_loads_strictly_and_fid_of_a_set_against_itself_is_zero(inception_file, inception_state):
     extractor = InceptionFeatures(inception_file)
     loaded = extractor.model.state_dict()
@@ -106,6 +107,7 @@ def test_statistics_files_round_trip(tmp_path):
         load_stats(tmp_path / "missing.npz")
 
 
+@pytest.mark.slow  # Inception at 299x299 and a 2048x2048 eigendecomposition: 10-30 s on 2 shared cores
 def test_fid_stats_command_and_evaluate_against_stored_statistics(inception_file, tmp_path, capsys):
     folder = tmp_path / "faces"
     folder.mkdir()
