@@ -163,6 +163,8 @@ def check_file(path: Path, spec: WeightSpec) -> None:
 def _missing_message(spec: WeightSpec, reason: str) -> str:
     where = ", ".join(str(d) for d in search_dirs())
     source = f"download it from {spec.url}" if spec.url else "it ships with faceres's repository (weights/)"
+    if not spec.url and spec.kind == "metric":  # published only where no checked download is possible (IFQA)
+        source = f"get it by hand from {spec.note}"
     return (f"weights {spec.name!r} ({spec.filename}) not found in [{where}] and {reason}; {source} "
             "and put it in one of those folders or set FACERES_WEIGHTS_DIR")
 

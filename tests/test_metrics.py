@@ -209,3 +209,15 @@ def test_ifqa_network_loads_the_official_format_strictly(tmp_path, monkeypatch):
     torch.save({"G": state}, tmp_path / "other.pth")
     with pytest.raises(ifqa.IFQAError, match="under 'D'"):
         ifqa.IFQA(tmp_path / "other.pth")
+
+
+def test_missing_ifqa_file_names_where_to_get_it(tmp_path, monkeypatch):
+    from faceres.metrics.suite import load_suite
+
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(weights.WeightsError, match="by hand from the authors' Google Drive"):
+        weights.resolve("ifqa", allow_download=False)
+    suite = load_suite(None, progress=False)
+    line = next(n for n in suite.notes if n.startswith("IFQA"))
+    assert "IFQA_Metric.pth not found" in line and "drive.google.com" in line and suite.ran(False) == ["NIQE"]
