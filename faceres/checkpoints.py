@@ -13,6 +13,7 @@ from torch import nn
 from .archs import build_network
 from .weights import WeightsError, resolve
 
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors or a .pth/.pt state_dict (weights_only: no code runs).
     Unwraps the usual containers: params_ema / params / g_ema / state_dict."""
@@ -110,6 +111,43 @@ def gfpgan_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
             "num_mlp": n_mlp, "input_is_latent": True, "different_w": different_w, "narrow": narrow, "sft_half": sft_half}
 
 
+def _count(sd: dict[str, torch.Tensor], prefix: str, field: int) -> int:
+    """Number of distinct indices at dot-separated position `field` among the keys under `prefix`."""
+    return len({k.split(".")[field] for k in sd if k.startswith(prefix)})
+
+
+def restoreformer_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+    """Infer RestoreFormer(n_embed, embed_dim, ch, ch_mult, num_res_blocks, z_channels) from shapes. The head
+    count leaves no trace (8, as released); attention sits at 16^2 as released, so resolution = 16 * 2^(levels-1)."""
+    try:
+        n_embed, embed_dim = sd["quantize.embedding.weight"].shape
+        ch = sd["encoder.conv_in.weight"].shape[0]
+        levels = _count(sd, "encoder.down.", 2)
+        ch_mult = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)]
+        num_res_blocks = _count(sd, "encoder.down.0.block.", 4)
+        z_channels = sd["encoder.conv_out.weight"].shape[0]
+    except KeyError as err:
+        raise WeightsError(f"not a RestoreFormer state_dict (missing {err})") from None
+    return {"arch": "restoreformer", "n_embed": n_embed, "embed_dim": embed_dim, "ch": ch, "ch_mult": ch_mult,
+            "num_res_blocks": num_res_blocks, "resolution": 16 * 2 ** (levels - 1), "z_channels": z_channels, "heads": 8}
+
+
+def codeformer_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+    """Infer CodeFormer(dim_embd, codebook_size, n_layers, connect_list, nf, emb_dim) from shapes. The head
+    count leaves no trace (8, as released); the code map must be 16x16 (512^2 input)."""
+    try:
+        latent_size, dim_embd = sd["position_emb"].shape
+        codebook_size, emb_dim = sd["quantize.embedding.weight"].shape
+        nf = sd["encoder.blocks.0.weight"].shape[0]
+    except KeyError as err:
+        raise WeightsError(f"not a CodeFormer state_dict (missing {err})") from None
+    if latent_size != 256:
+        raise WeightsError(f"CodeFormer position_emb has {latent_size} rows; the 512^2 network needs 256 (a 16x16 code map)")
+    connect_list = sorted({k.split(".")[1] for k in sd if k.startswith("fuse_convs_dict.")}, key=int)
+    return {"arch": "codeformer", "dim_embd": dim_embd, "codebook_size": codebook_size, "n_head": 8,
+            "n_layers": _count(sd, "ft_layers.", 1), "connect_list": connect_list, "nf": nf, "emb_dim": emb_dim}
+
+
 def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
     if Path(path).suffix == ".safetensors":
         meta = read_metadata(path)
@@ -120,9 +158,14 @@ def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
         return gpen_config_from_state_dict(sd)
     if "stylegan_decoder.constant_input.weight" in sd and "conv_body_first.weight" in sd:
         return gfpgan_config_from_state_dict(sd)
+    if "position_emb" in sd and "ft_layers.0.self_attn.in_proj_weight" in sd:
+        return codeformer_config_from_state_dict(sd)
+    if "quantize.embedding.weight" in sd and "decoder.mid.attn_1.q.weight" in sd:
+        return restoreformer_config_from_state_dict(sd)
     if "final_conv.1.bias" in sd:
         return discriminator_config_from_state_dict(sd)
-    raise WeightsError(f"{path}: unrecognised checkpoint layout (neither faceres, GPEN generator, GFPGAN nor discriminator)")
+    raise WeightsError(f"{path}: unrecognised checkpoint layout (neither faceres, GPEN generator, GFPGAN, RestoreFormer, "
+                       "CodeFormer nor discriminator)")
 
 
 def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> tuple[nn.Module, dict]:

@@ -3,10 +3,12 @@
 from torch import nn
 
 from .codec_prior import AsymmetricCodec, CodecPriorNet
+from .codeformer import CodeFormer
 from .discriminators import ComponentDiscriminator, StyleGAN2Discriminator, freeze_d
 from .gfpgan import GFPGANv1Clean
 from .gpen import GPENGenerator
 from .mmrb import MMRB
+from .restoreformer import RestoreFormer
 from .sfmnet import SFMNet
 from .stylegan2 import StyleGAN2Generator
 
@@ -18,6 +20,8 @@ ARCHS: dict[str, type[nn.Module]] = {
     "stylegan2_d": StyleGAN2Discriminator,
     "component_d": ComponentDiscriminator,
     "sfmnet": SFMNet,
+    "restoreformer": RestoreFormer,
+    "codeformer": CodeFormer,
 }
 
 
@@ -27,5 +31,5 @@ def build_network(arch: str, **kwargs) -> nn.Module:
     return ARCHS[arch](**kwargs)
 
 
-__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "ComponentDiscriminator", "GFPGANv1Clean", "GPENGenerator", "MMRB", "SFMNet",
-           "StyleGAN2Discriminator", "StyleGAN2Generator", "build_network", "freeze_d"]
+__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "CodeFormer", "ComponentDiscriminator", "GFPGANv1Clean", "GPENGenerator", "MMRB",
+           "RestoreFormer", "SFMNet", "StyleGAN2Discriminator", "StyleGAN2Generator", "build_network", "freeze_d"]
