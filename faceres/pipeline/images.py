@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -17,8 +18,16 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
+IMAGE_EXTS = {*JPEG_EXTS, ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+# what PIL may decode, and the extensions that claim it; other content (EPS, PDF, PSD...) is refused before decoding
+FORMAT_EXTS = {"JPEG": JPEG_EXTS, "MPO": JPEG_EXTS, "PNG": (".png",), "BMP": (".bmp",), "DIB": (".bmp",),
+               "TIFF": (".tif", ".tiff"), "WEBP": (".webp",), "GIF": (".gif",)}
+MAX_OUTPUT_SIDE = {"webp": 16383, "jpg": 65500, "gif": 65535, "bmp": 2**31 - 1, "png": 2**31 - 1, "tif": 2**32 - 1}
 DEFAULT_MAX_PIXELS = 80_000_000
+# EXIF orientation -> the numpy transform PIL's exif_transpose applies (for arrays decoded by OpenCV)
+ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+          6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
 
 
 class ImageError(ValueError):
@@ -49,17 +58,32 @@ def looks_gray(rgb: np.ndarray, tol: float = 2 / 255) -> bool:
     return float(np.abs(small - small.mean(axis=2, keepdims=True)).mean()) < tol
 
 
+def _check_size(w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise ImageError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP (limit {max_pixels / 1e6:.0f} MP)")
+
+
+def _check_format(im: Image.Image, source: str | os.PathLike | bytes) -> tuple[str, ...]:
+    """Refuse content outside the photo formats (checked before decoding); note a misleading extension."""
+    ext = "" if isinstance(source, bytes) else Path(source).suffix.lower()
+    if im.format not in FORMAT_EXTS:
+        raise ImageError(f"content is {im.format}, not a supported photo format" + (f" (the name says {ext})" if ext else ""))
+    if ext in IMAGE_EXTS and ext not in FORMAT_EXTS[im.format]:
+        return (f"content is {im.format} although the name says {ext}",)
+    return ()
+
+
 def load_photo(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Decode with EXIF orientation applied. Raises ImageError with a one-line cause."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP (limit {max_pixels / 1e6:.0f} MP)")
-            notes = ("animated: first frame only",) if getattr(im, "is_animated", False) else ()
+            notes = _check_format(im, source)
+            _check_size(*im.size, max_pixels)
+            notes += ("animated: first frame only",) if getattr(im, "is_animated", False) else ()
             deep_colour = any(";16" in str(tile.args) for tile in im.tile)  # PIL decodes these to 8 bits
+            orientation = im.getexif().get(0x0112, 1)
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             im.load()
@@ -69,17 +93,73 @@ def load_photo(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
         raise ImageError("file not found") from None
     except IsADirectoryError:
         raise ImageError("is a directory") from None
+    except PermissionError:
+        raise ImageError("permission denied (the file is not readable)") from None
     except UnidentifiedImageError:
-        size = os.path.getsize(source) if not isinstance(source, bytes) and os.path.exists(source) else len(source or b"")
-        raise ImageError("empty file (0 bytes)" if size == 0 else "not an image or unsupported format") from None
+        return _decode_unidentified(source, max_pixels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"image too large (decompression bomb guard): {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"corrupt or truncated image ({err})") from None
     photo = _to_photo(im, notes)
     if deep_colour and not photo.gray:
-        _keep_16_bits(source, photo)
+        _keep_16_bits(source, photo, orientation)
     return photo
+
+
+def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+
+def _decode_unidentified(source: str | os.PathLike | bytes, max_pixels: int) -> Photo:
+    """What PIL cannot identify: an empty file, a TIFF that OpenCV reads (float32 RGB), or not an image."""
+    data = _read_bytes(source)
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        raise ImageError("not an image or unsupported format")
+    _check_size(*_tiff_size(data), max_pixels)
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if arr is None:
+        raise ImageError("TIFF that neither PIL nor OpenCV can decode")
+    rgb = arr if arr.ndim == 2 else arr[..., :3][..., ::-1]
+    photo = _from_array(rgb)
+    photo.gray = photo.gray or looks_gray(photo.rgb)
+    return photo
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a TIFF's first IFD, read before OpenCV allocates anything."""
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about the corrupt IFDs it skips
+            ifd = ImageFileDirectory_v2(ifh=data[:8])
+            f = io.BytesIO(data)
+            f.seek(ifd.next)
+            ifd.load(f)
+        return int(ifd[256]), int(ifd[257])
+    except KeyError:
+        raise ImageError("corrupt TIFF header (no image width or height)") from None
+    except (OSError, SyntaxError, ValueError, struct.error) as err:
+        raise ImageError(f"corrupt TIFF header ({err})") from None
+
+
+def _from_array(arr: np.ndarray) -> Photo:
+    """float32 RGB (or grey) Photo from an integer or float array: floats already in 0..1 stay as they are,
+    larger floats are taken as 0..255 or 0..65535; integers by their bit depth."""
+    if arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        peak = float(finite.max()) if finite.size else 0.0
+        scale, bits = (1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0), 16
+    elif arr.dtype in (np.uint8, np.uint16):
+        scale, bits = float(np.iinfo(arr.dtype).max), 8 * arr.dtype.itemsize
+    else:
+        raise ImageError(f"unsupported sample type {arr.dtype}")
+    x = np.nan_to_num(np.clip(arr.astype(np.float32) / scale, 0, 1))
+    gray = x.ndim == 2
+    return Photo(np.repeat(x[..., None], 3, axis=2) if gray else np.ascontiguousarray(x[..., :3]), None, gray, bits)
 
 
 def _to_photo(im: Image.Image, notes: tuple[str, ...]) -> Photo:
@@ -87,8 +167,12 @@ def _to_photo(im: Image.Image, notes: tuple[str, ...]) -> Photo:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float32) / 65535.0
         return Photo(np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2), None, True, 16, notes)
+    if im.mode == "F":  # float TIFF: mostly 0..1, which PIL's convert would clip to black and white
+        photo = _from_array(np.asarray(im, dtype=np.float32))
+        photo.notes = notes
+        return photo
     gray = im.mode in ("1", "L", "LA")
-    if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
+    if im.mode != "LAB" and "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
     rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
@@ -96,36 +180,63 @@ def _to_photo(im: Image.Image, notes: tuple[str, ...]) -> Photo:
     return Photo(rgb, alpha, gray, 8, notes)
 
 
-def _keep_16_bits(source: str | os.PathLike | bytes, photo: Photo) -> None:
-    """Re-decode a 16-bit colour PNG/TIFF with OpenCV, which keeps the 16 bits."""
-    data = np.frombuffer(source, np.uint8) if isinstance(source, bytes) else np.fromfile(str(source), dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[:2] != photo.rgb.shape[:2]:
-        return  # rotated by EXIF or unreadable by OpenCV: keep PIL's 8-bit decode
+def _keep_16_bits(source: str | os.PathLike | bytes, photo: Photo, orientation: int = 1) -> None:
+    """Re-decode a 16-bit colour PNG/TIFF with OpenCV, which keeps the 16 bits (and ignores EXIF
+    orientation: the same transform as PIL's is applied here)."""
+    arr = cv2.imdecode(np.frombuffer(_read_bytes(source), np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
+        return  # unreadable by OpenCV: keep PIL's 8-bit decode
+    arr = ORIENT.get(orientation, lambda a: a)(arr)
+    if arr.shape[:2] != photo.rgb.shape[:2]:
+        return
     photo.rgb, photo.bits = np.ascontiguousarray(arr[..., :3][..., ::-1].astype(np.float32) / 65535.0), 16
+
+
+def _codec_ext(ext: str) -> str:
+    ext = ext.lower().lstrip(".")
+    return {"jpeg": "jpg", "jpe": "jpg", "jfif": "jpg", "tiff": "tif"}.get(ext, ext)
+
+
+def check_output_size(shape: tuple[int, ...], ext: str) -> None:
+    """Raise ImageError, before any work, when an output of shape (H, W, ...) exceeds what the format can hold."""
+    h, w = shape[:2]
+    limit = MAX_OUTPUT_SIDE.get(_codec_ext(ext))
+    if limit is not None and max(h, w) > limit:
+        raise ImageError(f"output {w}x{h} px is too large for .{ext.lower().lstrip('.')} (at most {limit} px a side); "
+                         "choose another output format or a smaller upscale")
 
 
 def encode_image(photo_like: Photo, ext: str) -> bytes:
     """Encode an output the way the input came: grey stays grey, alpha kept where the format
     allows it, 16-bit kept for PNG/TIFF."""
-    ext = ext.lower().lstrip(".")
-    deep = photo_like.bits == 16 and ext in ("png", "tif", "tiff")
+    check_output_size(photo_like.rgb.shape, ext)
+    ext = _codec_ext(ext)
+    deep = photo_like.bits == 16 and ext in ("png", "tif")
     scale, dtype = (65535.0, np.uint16) if deep else (255.0, np.uint8)
     rgb = np.clip(photo_like.rgb, 0, 1)
     if photo_like.gray:
         img = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     else:
         img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if photo_like.alpha is not None and ext in ("png", "webp", "tif", "tiff"):
+    if photo_like.alpha is not None and ext in ("png", "webp", "tif"):
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         img = np.dstack([img, photo_like.alpha])
     img = (img * scale + 0.5).astype(dtype)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in ("jpg", "jpeg") else []
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == "jpg" else []
     ok, buf = cv2.imencode(f".{ext}", img, params)
     if not ok:
         raise ImageError(f"cannot encode as .{ext}")
     return buf.tobytes()
+
+
+def _file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()  # read once: umask is process-wide and reading it means setting it
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -134,6 +245,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs get the mode open() would give them
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

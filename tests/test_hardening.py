@@ -1,0 +1,126 @@
+"""Hostile-input corpus (issue 18), generated at test time: each bad input gives one clear line
+naming the cause, or the correct output."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from faceres.pipeline.images import IMAGE_EXTS, ImageError, Photo, check_output_size, encode_image, list_images, load_photo
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err)
+    assert text and "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+# -------------------------------------------------------------------- images
+
+
+def png_with_exif(png: bytes, orientation: int) -> bytes:
+    """Insert an eXIf chunk (TIFF-ordered EXIF with one Orientation tag) right after IHDR."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = exif.tobytes()[6:]  # drop the "Exif\0\0" header: PNG's eXIf holds the TIFF structure only
+    chunk = struct.pack(">I", len(data)) + b"eXIf" + data + struct.pack(">I", zlib.crc32(b"eXIf" + data))
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("shape", [(40, 60, 3), (48, 48, 3)], ids=["oblong", "square"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16bit_png_with_exif_orientation_is_rotated_and_stays_16bit(shape, orientation):
+    deep = (np.random.default_rng(orientation).random(shape) * 65535).astype(np.uint16)
+    data = png_with_exif(cv2.imencode(".png", deep)[1].tobytes(), orientation)
+    photo = load_photo(data)
+    # PIL's own 8-bit decode with its EXIF transpose is the reference for the geometry
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)).convert("RGB")), np.float32) / 255
+    assert photo.bits == 16 and photo.rgb.shape == reference.shape
+    assert np.abs(photo.rgb - reference).max() <= 1 / 255 + 1e-6
+    # and the 16 bits are real: not an 8-bit image scaled up
+    assert len(np.unique(photo.rgb)) > 256
+
+
+def test_float32_tiff_in_unit_range_is_not_black(tmp_path):
+    ramp = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "grey.tif")
+    colour = np.random.default_rng(0).random((48, 64, 3)).astype(np.float32)
+    cv2.imwrite(str(tmp_path / "colour.tif"), colour[..., ::-1])  # PIL cannot identify float RGB TIFF
+    grey = load_photo(tmp_path / "grey.tif")
+    assert grey.gray and abs(float(grey.rgb.mean()) - 0.5) < 0.01 and np.allclose(grey.rgb[..., 0], ramp, atol=1e-6)
+    rgb = load_photo(tmp_path / "colour.tif")
+    assert not rgb.gray and np.allclose(rgb.rgb, colour, atol=1e-6)
+
+
+def test_lab_tiff_is_converted_without_alpha(tmp_path):
+    Image.new("LAB", (32, 24), (150, 128, 128)).save(tmp_path / "lab.tif")  # L about 59, neutral a* b*
+    photo = load_photo(tmp_path / "lab.tif")
+    assert photo.alpha is None
+    assert photo.rgb.shape == (24, 32, 3) and 0.4 < float(photo.rgb.mean()) < 0.8 and photo.gray
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.png", "photo.eps"])
+def test_content_outside_the_photo_formats_is_refused(tmp_path, name):
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "x.eps")  # EPS: PIL would call Ghostscript to decode it
+    (tmp_path / name).write_bytes((tmp_path / "x.eps").read_bytes())
+    with pytest.raises(ImageError) as err:
+        load_photo(tmp_path / name)
+    assert one_line(err.value).startswith("content is EPS, not a supported photo format")
+
+
+def test_photo_format_under_another_photo_extension_is_read_with_a_note(tmp_path):
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "a.jpg", format="PNG")
+    photo = load_photo(tmp_path / "a.jpg")
+    assert photo.notes == ("content is PNG although the name says .jpg",)
+    assert np.allclose(photo.rgb[0, 0], [200 / 255, 10 / 255, 10 / 255])
+
+
+def test_jfif_and_jpe_are_found_in_folders_and_written(tmp_path):
+    for name in ("a.jfif", "b.jpe", "c.JPE", "d.txt"):
+        Image.new("RGB", (16, 16)).save(tmp_path / name, format="JPEG")
+    assert {".jfif", ".jpe"} <= IMAGE_EXTS
+    assert [str(rel) for _, rel in list_images([str(tmp_path)])] == ["a.jfif", "b.jpe", "c.JPE"]
+    data = encode_image(Photo(np.full((8, 8, 3), 0.5, np.float32)), ".jfif")
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+def test_output_too_large_for_its_format_is_caught_up_front():
+    check_output_size((9000, 16383, 3), ".webp")
+    check_output_size((9000, 18000, 3), "png")
+    with pytest.raises(ImageError) as err:
+        check_output_size((9000, 18000, 3), ".webp")
+    assert "18000x9000 px is too large for .webp (at most 16383 px a side)" in one_line(err.value)
+    with pytest.raises(ImageError, match="too large for .jpg"):
+        check_output_size((70000, 10, 3), "jpg")
+    with pytest.raises(ImageError, match="too large for .webp"):  # encode_image says the same instead of "cannot encode"
+        encode_image(Photo(np.zeros((2, 16400, 3), np.float32)), "webp")
+
+
+def test_permission_error_is_reported_as_such(tmp_path, monkeypatch):
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (8, 8)).save(path)
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):  # chmod 000 does not stop root, who runs the CI container
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(ImageError) as err:
+        load_photo(path)
+    assert one_line(err.value) == "permission denied (the file is not readable)"
+
+
+def test_corrupt_tiff_header_is_one_line(tmp_path):
+    (tmp_path / "bad.tif").write_bytes(b"II*\0" + b"\xff" * 20)
+    with pytest.raises(ImageError) as err:
+        load_photo(tmp_path / "bad.tif")
+    assert one_line(err.value).startswith("corrupt TIFF header")
