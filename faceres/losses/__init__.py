@@ -1,9 +1,9 @@
 """Training losses."""
 
 from .gan import d_logistic, g_nonsaturating, r1_penalty
-from .identity import IdentityLoss, build_arcface
+from .identity import DlibIdentityLoss, IdentityLoss, build_arcface
 from .perceptual import DiscriminatorFeatureLoss, VGGFeatureLoss
 from .pixel import multiscale_l1
 
-__all__ = ["DiscriminatorFeatureLoss", "IdentityLoss", "VGGFeatureLoss", "build_arcface", "d_logistic", "g_nonsaturating",
-           "multiscale_l1", "r1_penalty"]
+__all__ = ["DiscriminatorFeatureLoss", "DlibIdentityLoss", "IdentityLoss", "VGGFeatureLoss", "build_arcface", "d_logistic",
+           "g_nonsaturating", "multiscale_l1", "r1_penalty"]

@@ -1,4 +1,5 @@
-"""Face-preserving loss (seed 001, eq. 15): L1 between ArcFace embeddings of output and GT."""
+"""Face-preserving loss (seed 001, eq. 15): L1 between ArcFace embeddings of output and GT, or
+1 - cosine between dlib face-ResNet descriptors (the recogniser available offline)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,19 @@ class IdentityLoss(nn.Module):
         with torch.no_grad():
             target = self.recognizer(face_region_112(gt))
         return F.l1_loss(self.recognizer(face_region_112(output)), target)
+
+
+class DlibIdentityLoss(nn.Module):
+    """1 - cosine between dlib descriptors of output and GT (FFHQ-aligned faces in [-1, 1]).
+
+    `descriptor` is a frozen `DlibFaceDescriptor`; gradients flow to the output only. Under bf16
+    autocast the network runs in bf16 and the cosine in fp32."""
+
+    def __init__(self, descriptor: nn.Module):
+        super().__init__()
+        self.descriptor = descriptor.eval().requires_grad_(False)
+
+    def forward(self, output, gt):
+        with torch.no_grad():
+            target = self.descriptor(gt).float()
+        return (1 - F.cosine_similarity(self.descriptor(output).float(), target, dim=1)).mean()

@@ -67,8 +67,8 @@ class FeatureLossOpts:
 @dataclass
 class IdentityLossOpts:
     weight: float = 10.0
-    type: str = "arcface"  # arcface | none
-    weights: str = "arcface-irse50"
+    type: str = "arcface"  # arcface | dlib (dlib's face ResNet, weights: registry dlib-resnet) | none
+    weights: str = "arcface-irse50"  # ArcFace weights (type arcface)
 
 
 @dataclass
@@ -262,8 +262,8 @@ def validate(opts: Options):
     if losses.feature_matching.type not in ("vgg19", "discriminator_features", "none"):
         raise OptionsError("train.losses.feature_matching.type: vgg19 | discriminator_features | none, "
                            f"got {losses.feature_matching.type!r}")
-    if losses.identity.type not in ("arcface", "none"):
-        raise OptionsError(f"train.losses.identity.type: arcface | none, got {losses.identity.type!r}")
+    if losses.identity.type not in ("arcface", "dlib", "none"):
+        raise OptionsError(f"train.losses.identity.type: arcface | dlib | none, got {losses.identity.type!r}")
     if losses.gfl.mode not in ("static", "dynamic"):
         raise OptionsError(f"train.losses.gfl.mode: static | dynamic, got {losses.gfl.mode!r}")
     if losses.gfl.weight > 0 and losses.gfl.mode == "dynamic" and not losses.gfl.thresholds:

@@ -24,6 +24,7 @@ from ..data.components import COMPONENTS
 from ..devices import pick_device
 from ..losses import (
     DiscriminatorFeatureLoss,
+    DlibIdentityLoss,
     IdentityLoss,
     VGGFeatureLoss,
     build_arcface,
@@ -134,6 +135,14 @@ class Trainer:
                 self.identity_loss = IdentityLoss(build_arcface(load_state_dict_file(resolve(ident.weights)))).to(self.device)
             except WeightsError as err:
                 raise OptionsError(f"train.losses.identity needs ArcFace weights: {err}. Provide them or set `type: none`") from None
+        elif ident.weight > 0 and ident.type == "dlib":
+            from ..archs.dlib_resnet import DlibFaceDescriptor
+            from ..dlib_dat import load_dlib_resnet
+
+            try:
+                self.identity_loss = DlibIdentityLoss(DlibFaceDescriptor(load_dlib_resnet())).to(self.device)
+            except WeightsError as err:
+                raise OptionsError(f"train.losses.identity (dlib) needs dlib's face ResNet: {err}") from None
         if w.ffl.weight > 0:
             self.ffl = FocalFrequencyLoss(w.ffl.alpha, w.ffl.patch_factor, w.ffl.log_matrix, w.ffl.batch_matrix)
         if w.gfl.weight > 0:
@@ -150,7 +159,8 @@ class Trainer:
             kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
             names.append(f"{kind} {w.feature_matching.weight}")
         if self.identity_loss is not None:
-            names.append(f"identity (ArcFace {w.identity.weights}) {w.identity.weight}")
+            kind = "dlib ResNet" if isinstance(self.identity_loss, DlibIdentityLoss) else f"ArcFace {w.identity.weights}"
+            names.append(f"identity ({kind}) {w.identity.weight}")
         for name, loss, o in (("ffl", self.ffl, w.ffl), ("gfl", self.gfl, w.gfl)):
             if loss is not None:
                 names.append(f"{name} {o.weight}")
