@@ -1,3 +1,3 @@
 """faceres: restore faces in old and degraded photographs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
