@@ -300,3 +300,25 @@ def test_export_writes_half_precision_release(tiny_model, tmp_path):
     model, config = load_model(out)
     assert config == read_metadata(tiny_model)["arch"]
     assert next(model.parameters()).dtype == torch.float32  # loaded back as float32 for CPU inference
+
+
+def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_landmarks, loss_backbones):
+    """Cumulative CPU training: a fresh run with path.init_state starts G and EMA from the fp16 release
+    at its iteration (the data order and LR schedule continue from there)."""
+    from faceres.checkpoints import load_state_dict_file
+    from faceres.cli import main
+
+    extra = ["train.losses.identity.type=none", "train.losses.gan_local=0", "train.losses.gan_global=0",
+             "train.losses.feature_matching.weight=0", "network_g.input_skip=true"]
+    first = train(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra), "cpu", max_iters=2)
+    release = tmp_path / "release.safetensors"
+    assert main(["export", str(tmp_path / "a/faceres_tiny/models/net_g_ema_00000002.safetensors"), "-o", str(release)]) == 0
+    opts = tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra, f"path.init_state={release}")
+    trainer = Trainer(opts, torch.device("cpu"))
+    trainer.init_from_release(opts.path.init_state)
+    assert trainer.iter == first.iter == 2
+    saved = load_state_dict_file(release)
+    for k, v in trainer.net_g.state_dict().items():
+        assert torch.equal(v, saved[k].float()), k
+    with pytest.raises(OptionsError, match="architecture"):  # another architecture is refused, not half-loaded
+        Trainer(tiny_opts(tmp_path / "c", tiny_landmarks, loss_backbones, *extra[:-1]), torch.device("cpu")).init_from_release(str(release))

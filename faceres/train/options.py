@@ -28,6 +28,7 @@ class NetworkGOpts:
     channel_multiplier: float = 2
     narrow: float = 1.0
     enc_blocks: int = 1
+    input_skip: bool = False  # codec_prior: add the input face to the output (the net learns a correction)
     noise_init: float = 0.0  # codec_prior: initial noise-injection weights (StyleGAN2/GPEN: 0); see the CPU recipe
     channels: int = 64  # sfmnet only
     n_modules: int = 8  # sfmnet only
@@ -38,7 +39,8 @@ class NetworkGOpts:
         if self.arch == "sfmnet":
             return {"arch": "sfmnet", "size": self.size, "channels": self.channels, "n_modules": self.n_modules, "scale": self.scale}
         return {"arch": "codec_prior", "size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
-                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow, "enc_blocks": self.enc_blocks}
+                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow, "enc_blocks": self.enc_blocks,
+                **({"input_skip": True} if self.input_skip else {})}
 
 
 @dataclass
@@ -55,6 +57,10 @@ class PathOpts:
     prior_g: str | None = None  # StyleGAN2 prior -> generator.*: a `mode: prior` export or a GPEN-BFR .pth
     prior_d: str | None = None  # global D init: a `mode: prior` export or a GPEN-BFR-D .pth
     resume: str | None = None  # checkpoint path or "auto" (latest in experiments_root/name)
+    # cumulative training across machines: with no checkpoint to resume, G and its EMA start from this
+    # released model (safetensors with `iter` metadata, e.g. weights/faceres_v1.safetensors) at its
+    # iteration; optimisers and discriminators start fresh
+    init_state: str | None = None
 
 
 @dataclass
@@ -128,7 +134,10 @@ class TrainOpts:
     ema_decay: float = 0.999
     r1_weight: float = 10.0
     d_reg_every: int = 16
-    bf16: bool = True  # autocast on CUDA only
+    # auto: bf16 autocast where the CPU/GPU computes bf16 natively; weights, losses, R1, EMA and
+    # optimiser state stay fp32 either way
+    precision: str = "auto"
+    channels_last: bool = True  # NHWC activations: what oneDNN's bf16 convolutions want on CPU
     losses: LossOpts = field(default_factory=LossOpts)
 
 
@@ -254,6 +263,8 @@ def validate(opts: Options):
         raise OptionsError(f"network_g.arch must be codec_prior or sfmnet, got {opts.network_g.arch!r}")
     if opts.network_g.arch == "sfmnet" and opts.train.losses.gan_local > 0:
         raise OptionsError("network_g.arch sfmnet: set train.losses.gan_local: 0 (no local discriminators for SR)")
+    if opts.train.precision not in ("auto", "fp32", "bf16"):
+        raise OptionsError(f"train.precision: auto | fp32 | bf16, got {opts.train.precision!r}")
     if opts.train.mode not in ("restoration", "prior"):
         raise OptionsError(f"train.mode must be restoration or prior, got {opts.train.mode!r}")
     if opts.datasets.train.size != opts.network_g.size:

@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader
 
 from ..archs import CodecPriorNet, ComponentDiscriminator, StyleGAN2Discriminator, StyleGAN2Generator, build_network, freeze_d
 from ..archs.sfmnet import amplitude_phase
+from ..checkpoints import init_generator_from, load_state_dict_file, read_metadata, save_model
 from ..data import FaceDataset, IterationSampler
 from ..data.components import COMPONENTS
-from ..devices import pick_device
+from ..devices import pick_device, to_channels_last, use_bf16
 from ..losses import (
     DiscriminatorFeatureLoss,
     DlibIdentityLoss,
@@ -36,7 +37,6 @@ from ..losses import (
 from ..losses.frequency import FocalFrequencyLoss, GuidedFrequencyLoss
 from ..metrics import psnr, ssim
 from ..weights import WeightsError, resolve
-from ..checkpoints import init_generator_from, load_state_dict_file, save_model
 from .options import Options, OptionsError
 
 
@@ -66,7 +66,8 @@ class Trainer:
         self.opts, self.device, self.rank, self.world = opts, device, rank, world
         self.log = log if rank == 0 else (lambda *a, **k: None)
         self.prior_mode = opts.train.mode == "prior"
-        self.use_bf16 = opts.train.bf16 and device.type == "cuda"
+        self.use_bf16 = use_bf16(opts.train.precision, device)
+        self.memory_format = torch.channels_last if opts.train.channels_last else torch.contiguous_format
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         g, d, tr, w = opts.network_g, opts.network_d, opts.train, opts.train.losses
         gkw = dict(size=g.size, style_dim=g.style_dim, n_mlp=g.n_mlp, channel_multiplier=g.channel_multiplier, narrow=g.narrow)
@@ -92,6 +93,8 @@ class Trainer:
         for m in (self.net_g, self.net_d, self.net_g_ema, self.local_d):
             if m is not None:
                 m.to(device)
+                if opts.train.channels_last:
+                    to_channels_last(m)
         self._build_losses()
         # an L1-only stage has no use for the global D: it is kept (and saved) but not trained
         self.uses_global_d = w.gan_global > 0 or isinstance(self.feature_loss, DiscriminatorFeatureLoss)
@@ -185,7 +188,7 @@ class Trainer:
                     p.grad /= self.world
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
     def component_crops(self, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
         from torchvision.ops import roi_align
@@ -201,7 +204,7 @@ class Trainer:
 
     def step(self, batch: dict) -> dict[str, float]:
         self._set_lr()
-        gt = batch["gt"].to(self.device, non_blocking=True)
+        gt = batch["gt"].to(self.device, non_blocking=True, memory_format=self.memory_format)
         logs = self._step_prior(gt) if self.prior_mode else self._step_restoration(batch, gt)
         self._update_ema()
         self.iter += 1
@@ -210,6 +213,7 @@ class Trainer:
     def _g_losses(self, lq, gt, boxes) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         w = self.opts.train.losses
         out, aux = self.net_g(lq, return_aux=True)
+        out = out.float()  # losses in fp32 whatever the network ran in
         terms = {"l_l1": w.l1 * F.l1_loss(out, gt)}
         if "rgbs" in aux:
             terms["l_ms"] = w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)
@@ -237,7 +241,7 @@ class Trainer:
 
     def _step_restoration(self, batch, gt) -> dict[str, float]:
         tr = self.opts.train
-        lq = batch["lq"].to(self.device, non_blocking=True)
+        lq = batch["lq"].to(self.device, non_blocking=True, memory_format=self.memory_format)
         boxes = batch.get("boxes")
         # generator
         set_trainable(self.net_d, False)
@@ -344,6 +348,19 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         if self.gfl is not None and "gfl" in state:
             self.gfl.load_state_dict(state["gfl"])
+
+    def init_from_release(self, path: str) -> None:
+        """G and EMA from a released model of this same architecture, continuing at its iteration."""
+        file = resolve(path)
+        meta = read_metadata(file)
+        if meta.get("arch") != self.g_arch or "iter" not in meta:
+            raise OptionsError(f"path.init_state {file}: architecture {meta.get('arch')} (iter {meta.get('iter')}) "
+                               f"is not this run's {self.g_arch}")
+        sd = {k: v.float() for k, v in load_state_dict_file(file).items()}
+        self.net_g.load_state_dict(sd)
+        self.net_g_ema.load_state_dict(sd)
+        self.iter = int(meta["iter"])
+        self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
 
     def save(self, root: Path) -> Path:
         ckpt = root / "checkpoints" / f"iter_{self.iter:08d}.pt"
@@ -456,6 +473,8 @@ def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> 
     if resume:
         trainer.load_state_dict(torch.load(resume, map_location=dev, weights_only=True))
         logger(f"resumed from {resume} at iteration {trainer.iter}")
+    elif opts.path.init_state:
+        trainer.init_from_release(opts.path.init_state)
     logger(f"{opts.name}: {opts.train.mode} on {dev} x{world}, losses: {', '.join(trainer.describe_losses())}")
     ds = FaceDataset(opts.datasets.train)
     val_ds = FaceDataset(opts.datasets.val) if opts.datasets.val and rank == 0 else None
