@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..archs import CodecPriorNet, GPENGenerator
+from ..archs.dlib_resnet import DlibFaceDescriptor
+from ..dlib_dat import load_dlib_resnet
 from ..losses.identity import face_region_112
-from ..metrics.identity import DlibFaces, cosine, face_u8
+from ..metrics.identity import cosine
 
 
 @dataclass
@@ -85,15 +87,22 @@ def expression_loss(w: torch.Tensor, direction: torch.Tensor, gamma: float = 1.0
     return (1 - F.cosine_similarity(moved, direction.flatten(1).expand_as(moved))).mean()
 
 
+def default_recognizer() -> DlibFaceDescriptor:
+    """dlib's face ResNet on FFHQ-aligned faces: the recogniser that works offline."""
+    return DlibFaceDescriptor(load_dlib_resnet())
+
+
 class Embedder(nn.Module):
-    """Recognizer T on aligned faces in [-1, 1]: inner-face crop at 112, L2-normalised output."""
+    """Recognizer T on aligned faces in [-1, 1], L2-normalised output. A `DlibFaceDescriptor` cuts
+    its own chip; any other recognizer (ArcFace) gets the inner-face crop at 112."""
 
     def __init__(self, recognizer: nn.Module):
         super().__init__()
         self.recognizer = recognizer.eval().requires_grad_(False)
+        self.crop = nn.Identity() if isinstance(recognizer, DlibFaceDescriptor) else face_region_112
 
     def forward(self, x):
-        return F.normalize(self.recognizer(face_region_112(x)).flatten(1), dim=1)
+        return F.normalize(self.recognizer(self.crop(x)).flatten(1).float(), dim=1)
 
 
 class SAIR:
@@ -154,30 +163,31 @@ class SAIR:
 
 # ---------------------------------------------------------------------------- drift guard
 
-# Calibrated by bench/drift_roc.py on CelebA aligned faces (see docs/identity_drift.md):
-# dlib descriptors, degraded input vs clean photo of the same / another person.
-DEFAULT_DRIFT_THRESHOLD = 0.865
+# Calibrated by bench/drift_roc.py (see docs/identity_drift.md): dlib descriptors on the FFHQ-template
+# chip, degraded input vs clean photo of the same / another person, aligned as `faceres restore` aligns.
+DEFAULT_DRIFT_THRESHOLD = 0.881
 
 
 class IdentityGuard:
-    """Flags restored faces whose identity embedding moved away from the input face's."""
+    """Flags restored faces whose identity embedding moved away from the input face's. Embedding:
+    dlib's descriptor on the FFHQ-template chip (`DlibFaceDescriptor`), or `recognizer` (ArcFace)."""
 
     def __init__(self, threshold: float = DEFAULT_DRIFT_THRESHOLD, recognizer: nn.Module | None = None):
         self.threshold = threshold
-        if recognizer is not None:
-            self.embedder, self.name = Embedder(recognizer), "identity (ArcFace)"
-        else:
-            self.embedder, self.name = DlibFaces(), "identity (dlib)"
+        self.embedder = Embedder(default_recognizer() if recognizer is None else recognizer)
+        self.name = "identity (dlib)" if isinstance(self.embedder.recognizer, DlibFaceDescriptor) else "identity (ArcFace)"
 
-    def _embed(self, face_rgb: np.ndarray) -> np.ndarray:
-        if isinstance(self.embedder, Embedder):
-            t = torch.from_numpy(face_rgb.transpose(2, 0, 1))[None].float() * 2 - 1
-            with torch.no_grad():
-                return self.embedder(t)[0].numpy()
-        return self.embedder.embedding(face_u8(face_rgb))
+    def _embed(self, faces_rgb: list[np.ndarray]) -> np.ndarray:
+        """float RGB [0, 1] aligned faces of one size -> (N, D) unit embeddings, one network call."""
+        device = next(self.embedder.recognizer.parameters()).device
+        t = torch.from_numpy(np.stack(faces_rgb).transpose(0, 3, 1, 2)).float().to(device) * 2 - 1
+        with torch.no_grad():
+            return self.embedder(t).double().cpu().numpy()
 
     def similarity(self, input_face: np.ndarray, restored_face: np.ndarray) -> float:
-        return cosine(self._embed(input_face), self._embed(restored_face))
+        if input_face.shape == restored_face.shape:
+            return cosine(*self._embed([input_face, restored_face]))
+        return cosine(self._embed([input_face])[0], self._embed([restored_face])[0])
 
     def check(self, input_face: np.ndarray, restored_face: np.ndarray) -> tuple[float, bool]:
         """(similarity, drifted)."""
