@@ -74,7 +74,7 @@ class FaceRestorer:
         recognizer is given, dlib otherwise); flag faces below the threshold, and with "fallback"
         retry at fidelity 1, then keep the input face.
     reference: a photo of the same person: faces are restored by SAIR (latent optimisation of the
-        prior toward the reference's identity) with `recognizer` (default: ArcFace from the registry).
+        prior toward the reference's identity) with `recognizer` (default: dlib's face ResNet).
     """
 
     def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, detector: str = "auto", device: str = "auto",
@@ -117,10 +117,9 @@ class FaceRestorer:
 
     def _setup_reference(self, reference, recognizer, cfg):
         if recognizer is None:
-            from ..losses.identity import build_arcface
-            from ..checkpoints import load_state_dict_file
+            from .reference import default_recognizer
 
-            recognizer = build_arcface(load_state_dict_file(resolve("arcface-irse50")))
+            recognizer = default_recognizer()  # dlib's face ResNet (offline); pass build_arcface(...) for ArcFace
         self.sair = SAIR(self.net, recognizer.to(self.device), cfg)
         photo = self._as_photo(reference)
         if self.aligned:
