@@ -14,14 +14,30 @@ from .archs import build_network
 from .weights import WeightsError, resolve
 
 
+def is_safetensors(path: Path) -> bool:
+    """By suffix, or by content for a file without one (an 8-byte header length, then a JSON object)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors or a .pth/.pt state_dict (weights_only: no code runs).
     Unwraps the usual containers: params_ema / params / g_ema / state_dict."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError: truncated or corrupt header/data
+            raise WeightsError(f"{path}: corrupt or truncated safetensors file ({_first_line(err)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code objects, truncated zip, not a checkpoint at all
@@ -48,11 +64,25 @@ def save_model(model: nn.Module, path: Path, arch: dict, half: bool = False, ext
     os.replace(tmp, path)
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+
+
 def read_metadata(path: Path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except Exception as err:  # SafetensorError, or metadata that is not JSON
+        raise WeightsError(f"{path}: unreadable safetensors header or metadata ({_first_line(err)})") from None
+
+
+def check_finite(path: Path, sd: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or Inf (they turn photos black without any other error)."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf, e.g. {bad[0]} (a diverged or corrupt checkpoint)")
 
 
 def gpen_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
@@ -149,7 +179,7 @@ def codeformer_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
 
 
 def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
-    if Path(path).suffix == ".safetensors":
+    if is_safetensors(path):
         meta = read_metadata(path)
         if "arch" not in meta:
             raise WeightsError(f"{path}: safetensors file without faceres 'arch' metadata")
@@ -172,6 +202,7 @@ def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> 
     """Build the architecture recorded for a checkpoint and load it strictly. Returns (model, config)."""
     path = resolve(name_or_path, allow_download)
     sd = load_state_dict_file(path)
+    check_finite(path, sd)
     config = dict(arch_config_for(path, sd))
     model = build_network(**config)
     try:

@@ -216,7 +216,7 @@ def add_weights_parser(sub):
 
 
 def cmd_weights(args) -> int:
-    from .weights import REGISTRY, WeightsError, download, resolve
+    from .weights import REGISTRY, WeightsError, download, find_local, resolve
 
     if args.action == "list":
         for spec in REGISTRY.values():
@@ -231,7 +231,8 @@ def cmd_weights(args) -> int:
         if args.name not in REGISTRY:
             return fail(f"unknown weights {args.name!r}")
         try:
-            print(download(REGISTRY[args.name]))
+            present = find_local(REGISTRY[args.name])
+            print(f"{present}: already present (size and sha256 checked where registered)" if present else download(REGISTRY[args.name]))
         except WeightsError as err:
             return fail(str(err))
         return 0
@@ -423,11 +424,11 @@ def add_export_parser(sub):
 
 def cmd_export(args) -> int:
     from .weights import WeightsError
-    from .checkpoints import load_model, read_metadata, save_model
+    from .checkpoints import is_safetensors, load_model, read_metadata, save_model
 
     try:
         model, config = load_model(args.source)
-        extra = {k: v for k, v in read_metadata(args.source).items() if k != "arch"} if args.source.suffix == ".safetensors" else {}
+        extra = {k: v for k, v in read_metadata(args.source).items() if k != "arch"} if is_safetensors(args.source) else {}
         save_model(model, args.output, config, half=not args.fp32, extra=extra)
     except WeightsError as err:
         return fail(str(err))

@@ -23,6 +23,9 @@ REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "metrics" / "data"  # small files installed with faceres (NIQE parameters)
 
 
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".dat", ".npz")
+
+
 class WeightsError(RuntimeError):
     """A weights file is missing, corrupt or unusable; the message is meant for the user as is."""
 
@@ -115,7 +118,8 @@ REGISTRY: dict[str, WeightSpec] = {
                    licence="IFQA authors: no licence published; not redistributed",
                    note="the authors' Google Drive, https://drive.google.com/file/d/1aHxF39Mdg4R2dFiF_yx8HsJHy9lJaEZP "
                         "(CNN model, linked from github.com/AIM-SKKU/IFQA; no checksum published)"),
-        WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None, licence="CelebA terms: non-commercial research",
+        WeightSpec("faceres-v0", "faceres_v0.safetensors", "restorer", None,
+                   "240070c288eab193c1d20d5d9d01fc99641a7932f68ed99c567d345aec43a78a", 4_836_990, "CelebA terms: non-commercial research",
                    note="trained by faceres and shipped in weights/ (architecture stored in the file)",
                    inference={"flip_ensemble": True}),
         WeightSpec("dlib-resnet", "dlib_face_recognition_resnet_model_v1.dat", "recognizer", None,
@@ -170,12 +174,16 @@ def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _source(spec: WeightSpec) -> str:
+    return spec.url or (f"the package {spec.package}" if spec.package else "faceres's repository (weights/)")
+
+
 def check_file(path: Path, spec: WeightSpec) -> None:
     if spec.size is not None and path.stat().st_size != spec.size:
         raise WeightsError(f"{path}: size {path.stat().st_size} B, expected {spec.size} B for {spec.name} "
-                           f"(truncated or wrong file); delete it and get it again from {spec.url}")
+                           f"(truncated or wrong file); delete it and get it again from {_source(spec)}")
     if spec.sha256 is not None and sha256sum(path) != spec.sha256:
-        raise WeightsError(f"{path}: sha256 mismatch for {spec.name}; delete it and get it again from {spec.url}")
+        raise WeightsError(f"{path}: sha256 mismatch for {spec.name}; delete it and get it again from {_source(spec)}")
 
 
 def _missing_message(spec: WeightSpec, reason: str) -> str:
@@ -217,21 +225,32 @@ def download(spec: WeightSpec, dest_dir: Path | None = None, progress: bool = Tr
     return target
 
 
+def find_local(spec: WeightSpec) -> Path | None:
+    """The first copy in the search folders, checked (size, sha256); None when there is none."""
+    for d in search_dirs() + package_dirs(spec):
+        candidate = d / spec.filename
+        if candidate.is_file():
+            check_file(candidate, spec)
+            return candidate
+    return None
+
+
 def resolve(name_or_path: str | os.PathLike, allow_download: bool = True) -> Path:
     """Path of a weights file given a registry name or a file path."""
     path = Path(name_or_path)
-    if path.suffix and (path.exists() or os.sep in str(name_or_path)):
+    looks_like_path = path.exists() or os.sep in str(name_or_path) or path.suffix in WEIGHTS_SUFFIXES
+    if str(name_or_path) not in REGISTRY and looks_like_path:  # a file of any name, suffix or none
+        if path.is_dir():
+            raise WeightsError(f"{path}: is a directory, not a weights file")
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file")
         return path
     spec = REGISTRY.get(str(name_or_path))
     if spec is None:
         raise WeightsError(f"unknown model {str(name_or_path)!r}: not a file and not one of {', '.join(REGISTRY)}")
-    for d in search_dirs() + package_dirs(spec):
-        candidate = d / spec.filename
-        if candidate.is_file():
-            check_file(candidate, spec)
-            return candidate
+    local = find_local(spec)
+    if local is not None:
+        return local
     if not allow_download or os.environ.get("FACERES_OFFLINE"):
         raise WeightsError(_missing_message(spec, "downloading is off"))
     return download(spec)

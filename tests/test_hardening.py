@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
 import struct
 import zlib
 
@@ -124,3 +125,97 @@ def test_corrupt_tiff_header_is_one_line(tmp_path):
     with pytest.raises(ImageError) as err:
         load_photo(tmp_path / "bad.tif")
     assert one_line(err.value).startswith("corrupt TIFF header")
+
+
+def test_outputs_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    from faceres.pipeline.images import write_atomic
+
+    old = os.umask(0o022)
+    os.umask(old)
+    write_atomic(tmp_path / "out.png", b"x")
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+# -------------------------------------------------------------------- weights
+
+
+@pytest.fixture
+def v0_copy(tmp_path, monkeypatch):
+    """A private weights folder searched first, holding a copy of the shipped model."""
+    from faceres.weights import REPO_WEIGHTS_DIR
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FACERES_OFFLINE", "1")
+    target = folder / "faceres_v0.safetensors"
+    target.write_bytes((REPO_WEIGHTS_DIR / "faceres_v0.safetensors").read_bytes())
+    return target
+
+
+def test_shipped_model_is_registered_with_its_size_and_checksum():
+    from faceres.weights import REGISTRY, REPO_WEIGHTS_DIR, sha256sum
+
+    spec, shipped = REGISTRY["faceres-v0"], REPO_WEIGHTS_DIR / "faceres_v0.safetensors"
+    assert spec.size == shipped.stat().st_size and spec.sha256 == sha256sum(shipped)
+
+
+def test_truncated_safetensors_is_one_line_naming_the_file(tiny_model, tmp_path):
+    from faceres.checkpoints import load_model
+    from faceres.weights import WeightsError
+
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+    with pytest.raises(WeightsError) as err:
+        load_model(cut)
+    assert one_line(err.value).startswith(f"{cut}: corrupt or truncated safetensors file")
+
+
+def test_verify_flags_a_truncated_shipped_model(v0_copy, capsys):
+    from faceres.cli import main
+
+    v0_copy.write_bytes(v0_copy.read_bytes()[:100_000])
+    assert main(["weights", "verify", "faceres-v0"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BAD") and "size 100000 B, expected" in out and "ok " not in out
+
+
+def test_download_of_a_present_file_says_present(v0_copy, capsys):
+    from faceres.cli import main
+
+    assert main(["weights", "download", "faceres-v0"]) == 0
+    assert capsys.readouterr().out.strip() == f"{v0_copy}: already present (size and sha256 checked where registered)"
+
+
+def test_weights_with_nan_are_refused_at_load(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from faceres.checkpoints import load_model, read_metadata
+    from faceres.weights import WeightsError
+
+    sd = load_file(str(tiny_model))
+    name = next(k for k, v in sd.items() if k.endswith("weight") and v.is_floating_point())
+    sd[name] = sd[name].clone()
+    sd[name].view(-1)[3] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(sd, str(bad), metadata={k: json.dumps(v) for k, v in read_metadata(tiny_model).items()})
+    with pytest.raises(WeightsError) as err:
+        load_model(bad)
+    assert one_line(err.value) == f"{bad}: 1 tensor(s) hold NaN or Inf, e.g. {name} (a diverged or corrupt checkpoint)"
+
+
+def test_checkpoint_without_suffix_loads_and_missing_paths_are_named(tiny_model, tmp_path):
+    from faceres.checkpoints import load_model
+    from faceres.weights import WeightsError, resolve
+
+    plain = tmp_path / "model"
+    plain.write_bytes(tiny_model.read_bytes())
+    _, config = load_model(plain)
+    assert config["arch"] == "codec_prior"
+    with pytest.raises(WeightsError, match="is a directory, not a weights file"):
+        resolve(tmp_path)
+    with pytest.raises(WeightsError, match="no such weights file"):
+        resolve(tmp_path / "nothing.pth")
+    assert resolve("faceres-v0").name == "faceres_v0.safetensors"  # registry names still resolve
