@@ -221,3 +221,14 @@ def test_missing_ifqa_file_names_where_to_get_it(tmp_path, monkeypatch):
     suite = load_suite(None, progress=False)
     line = next(n for n in suite.notes if n.startswith("IFQA"))
     assert "IFQA_Metric.pth not found" in line and "drive.google.com" in line and suite.ran(False) == ["NIQE"]
+
+
+def test_band_table_reports_gain_per_input_quality_band():
+    from faceres.metrics.evaluate import band_table
+
+    results = {"input": [{"image": "a", "psnr": 20.0}, {"image": "b", "psnr": 28.0}, {"image": "c", "psnr": 29.0}],
+               "model": [{"image": "a", "psnr": 22.5}, {"image": "b", "psnr": 27.0}, {"image": "c", "psnr": 29.5}]}
+    rows = band_table(results).splitlines()
+    assert "| model | < 22 | 1 | 20.00 | +2.500 | 1 |" in rows
+    assert "| model | >= 27 | 2 | 28.50 | -0.250 | 1 |" in rows
+    assert band_table({"model": results["model"]}) == ""  # no input scores, no table

@@ -126,10 +126,33 @@ DEFINITIONS = ("PSNR: RGB, 0-255, no border crop. SSIM: Y (BT.601), 11x11 Gaussi
                "descriptors (not ArcFace). LMD: dlib 68-point distance at 512 px.")
 
 
-def report_text(means: dict[str, dict[str, float]], ran: list[str], notes: list[str]) -> str:
+PSNR_BANDS = ((0, 22), (22, 25), (25, 27), (27, 99))  # input PSNR, dB
+
+
+def band_table(results: dict[str, list[dict]], baseline: str = "input") -> str:
+    """PSNR gain over the input per input-quality band: does any band lose? Empty without input PSNR."""
+    if baseline not in results or not all("psnr" in r for r in results[baseline]):
+        return ""
+    base = {r["image"]: r["psnr"] for r in results[baseline]}
+    lines = ["| method | input PSNR band | faces | input PSNR | gain (dB) | faces better |", "|---|---|---|---|---|---|"]
+    for name, rows in results.items():
+        pairs = [(base[r["image"]], r["psnr"]) for r in rows if name != baseline and r["image"] in base and "psnr" in r]
+        for lo, hi in PSNR_BANDS:
+            band = [(b, o) for b, o in pairs if lo <= b < hi]
+            if band:
+                gains = [o - b for b, o in band]
+                label = f"< {hi}" if lo == 0 else f">= {lo}" if hi == 99 else f"{lo}-{hi}"
+                lines.append(f"| {name} | {label} | {len(band)} | {np.mean([b for b, _ in band]):.2f} | {np.mean(gains):+.3f} | "
+                             f"{sum(g > 0 for g in gains)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def report_text(means: dict[str, dict[str, float]], ran: list[str], notes: list[str], bands: str = "") -> str:
     counts = [small_sample_note(int(vals["fid n"]), f"of {name}") or f"FID of {name}: {vals['fid n']:.0f} images"
               for name, vals in means.items() if "fid n" in vals]
-    lines = [markdown_table(means), "", f"Metrics that ran: {', '.join(ran) or 'none'}."] + counts + notes + ["", DEFINITIONS]
+    lines = [markdown_table(means), "", f"Metrics that ran: {', '.join(ran) or 'none'}."] + counts + notes
+    lines += ["", "Gain by input quality:", "", bands] if bands else []
+    lines += ["", DEFINITIONS]
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +160,7 @@ def write_reports(results: dict[str, list[dict]], out_dir: Path, totals: dict[st
                   ran: list[str] = (), notes: list[str] = ()) -> dict[str, dict[str, float]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     means = summarize(results, totals)
-    (out_dir / "metrics.md").write_text(report_text(means, list(ran), list(notes)))
+    (out_dir / "metrics.md").write_text(report_text(means, list(ran), list(notes), band_table(results)))
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         keys = sorted({k for rows in results.values() for r in rows for k in r if k != "image"})
         writer = csv.writer(f)
