@@ -67,7 +67,7 @@ def add_restore_parser(sub):
                    help="identity-drift guard: flag faces whose identity moved (report), or fall back to fidelity 1 / the input face")
     p.add_argument("--drift-threshold", type=float, default=None, help="similarity below which a face counts as drifted")
     p.add_argument("--reference", type=Path, default=None,
-                   help="photo of the same person: restore faces by SAIR toward its identity (needs ArcFace weights)")
+                   help="photo of the same person: restore faces by SAIR toward its identity (dlib's face ResNet)")
     p.add_argument("--reference-steps", type=int, default=400, help="SAIR optimisation steps")
     p.add_argument("--parse", default="auto", choices=["auto", "on", "off"],
                    help="face-parsing paste mask: auto = when ParseNet weights are on disk")
