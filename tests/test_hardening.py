@@ -219,3 +219,88 @@ def test_checkpoint_without_suffix_loads_and_missing_paths_are_named(tiny_model,
     with pytest.raises(WeightsError, match="no such weights file"):
         resolve(tmp_path / "nothing.pth")
     assert resolve("faceres-v0").name == "faceres_v0.safetensors"  # registry names still resolve
+
+
+# -------------------------------------------------------------------- train options
+
+TINY = __import__("pathlib").Path(__file__).resolve().parent.parent / "options/train_faceres_tiny.yml"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"name: x\ntrain: {batch_size: 2\n", "options file: YAML syntax error at line 3, column 1:"),
+    (b"- name\n- train\n", "the options file must be a mapping of sections (name, datasets, train...), got a list"),
+    (b"just a string\n", "the options file must be a mapping of sections (name, datasets, train...), got a str"),
+    (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+], ids=["syntax", "list", "string", "latin1"])
+def test_bad_options_files_are_one_line(tmp_path, content, message):
+    from faceres.train.options import OptionsError, load_options
+
+    path = tmp_path / "opts.yml"
+    path.write_bytes(content)
+    with pytest.raises(OptionsError) as err:
+        load_options(path)
+    assert one_line(err.value).startswith(message)
+
+
+def test_options_path_that_is_a_directory_or_missing(tmp_path):
+    from faceres.train.options import OptionsError, load_options
+
+    with pytest.raises(OptionsError, match="^is a directory, not an options file$"):
+        load_options(tmp_path)
+    with pytest.raises(OptionsError, match="^no such options file$"):
+        load_options(tmp_path / "nothing.yml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.total_iter=[1", "--set 'train.total_iter=[1': YAML syntax error"),
+    ("train.batch_size", "--set 'train.batch_size': expected KEY=VALUE"),
+    ("train.batch_size.x=1", "--set train.batch_size.x: train.batch_size is a value, not a section"),
+    ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+    ("train.total_iter=-1", "train.total_iter must be at least 1, got -1"),
+    ("train.lr.codec=-1e-3", "train.lr.codec must be >= 0 and finite, got -0.001"),
+    ("train.ema_decay=2", "train.ema_decay must be in [0, 1), got 2.0"),
+    ("train.ema_decay=1", "train.ema_decay must be in [0, 1), got 1.0"),
+    ("train.ema_decay=.nan", "train.ema_decay must be in [0, 1), got nan"),
+    ("logger.save_every=0", "logger.save_every must be at least 1, got 0"),
+    ("network_g.size=63", "network_g.size must be a power of two from 16 to 2048, got 63"),
+    ("network_g.size=4096", "network_g.size must be a power of two from 16 to 2048, got 4096"),
+])
+def test_bad_option_values_are_rejected_naming_the_key(override, message):
+    from faceres.train.options import OptionsError, load_options
+
+    with pytest.raises(OptionsError) as err:
+        load_options(TINY, [override])
+    assert one_line(err.value).startswith(message)
+
+
+def test_train_cli_reports_bad_options_in_one_line(tmp_path, capsys):
+    from faceres.cli import main
+
+    path = tmp_path / "opts.yml"
+    path.write_text("name: [unclosed\n")
+    assert main(["train", "-opt", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"faceres: error: {path}: options file: YAML syntax error") and "\n" not in err
+
+
+def test_resume_auto_falls_back_from_a_truncated_latest_checkpoint(shared, tmp_path, capsys):
+    from faceres.train.options import load_options
+    from faceres.train.trainer import train
+
+    def opts(*extra):  # SFMNet at 64^2 with 16 channels: a step takes well under a second
+        return load_options(TINY.parent / "train_sfmnet_x8.yml", [
+            f"path.experiments_root={tmp_path}", "datasets.train.size=64", "datasets.val=null", "network_g.size=64",
+            "network_g.channels=16", "network_g.n_modules=1", "train.batch_size=1", "train.total_iter=3",
+            "datasets.train.subset=[500, 503]", "datasets.train.num_workers=0", "logger.save_every=1",
+            "logger.print_every=1", "logger.tensorboard=false", *extra])
+
+    train(opts(), "cpu", max_iters=2)
+    ckpts = opts().experiment_dir / "checkpoints"
+    latest = ckpts / "iter_00000002.pt"
+    latest.write_bytes(latest.read_bytes()[:5000])
+    capsys.readouterr()
+    trainer = train(opts("path.resume=auto"), "cpu")
+    out = capsys.readouterr().out
+    assert f"warning: {latest} cannot be loaded" in out and "falling back to the previous checkpoint" in out
+    assert f"resumed from {ckpts / 'iter_00000001.pt'} at iteration 1" in out
+    assert trainer.iter == 3 and (ckpts / "iter_00000003.pt").is_file()

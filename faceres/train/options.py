@@ -205,6 +205,11 @@ def _convert(tp, value, key: str):
         return tuple(_convert(a, v, key) for a, v in zip(args, value))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp is type(None) and value is None:
@@ -240,25 +245,76 @@ def _expand(obj):
 
 def _set_dotted(data: dict, dotted: str, value):
     keys = dotted.split(".")
-    for k in keys[:-1]:
+    for i, k in enumerate(keys[:-1]):
         data = data.setdefault(k, {})
+        if not isinstance(data, dict):
+            raise OptionsError(f"--set {dotted}: {'.'.join(keys[:i + 1])} is a value, not a section")
     data[keys[-1]] = value
+
+
+def _yaml(text: str, what: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise OptionsError(f"{what}: YAML syntax error{where}: {getattr(err, 'problem', None) or err}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise OptionsError("is a directory, not an options file") from None
+    except FileNotFoundError:
+        raise OptionsError("no such options file") from None
+    except UnicodeDecodeError as err:
+        raise OptionsError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    except OSError as err:
+        raise OptionsError(f"cannot read ({err.strerror or err})") from None
 
 
 def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
     """YAML -> Options. `${VAR}` expands from the environment (FACERES_SHARED defaults to ../shared);
-    overrides are `dotted.key=yaml_value` strings."""
+    overrides are `dotted.key=yaml_value` strings. Every problem is an OptionsError of one line."""
     os.environ.setdefault("FACERES_SHARED", str(Path.cwd().parent / "shared"))
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = _yaml(_read_text(Path(path)), "options file")
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise OptionsError(f"the options file must be a mapping of sections (name, datasets, train...), got a {type(data).__name__}")
     for item in overrides:
-        key, _, raw = item.partition("=")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise OptionsError(f"--set {item!r}: expected KEY=VALUE")
+        _set_dotted(data, key.strip(), _yaml(raw, f"--set {item!r}"))
     opts = from_dict(Options, _expand(data))
     validate(opts)
     return opts
 
 
+def _check_ranges(opts: Options):
+    """Numbers that would crash or silently do nothing later, rejected with the key's name."""
+    tr, size = opts.train, opts.network_g.size
+    at_least_one = {"train.batch_size": tr.batch_size, "train.total_iter": tr.total_iter, "train.d_reg_every": tr.d_reg_every,
+                    "val.every": opts.val.every, "logger.print_every": opts.logger.print_every,
+                    "logger.save_every": opts.logger.save_every}
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise OptionsError(f"{key} must be at least 1, got {value}")
+    for name, value in dataclasses.asdict(tr.lr).items():
+        if not 0 <= value < float("inf"):
+            raise OptionsError(f"train.lr.{name} must be >= 0 and finite, got {value}")
+    for key, value in {"train.ema_decay": tr.ema_decay, "train.betas[0]": tr.betas[0], "train.betas[1]": tr.betas[1]}.items():
+        if not 0 <= value < 1:
+            raise OptionsError(f"{key} must be in [0, 1), got {value}")
+    if not tr.gamma > 0:
+        raise OptionsError(f"train.gamma must be > 0, got {tr.gamma}")
+    if not (16 <= size <= 2048 and size & (size - 1) == 0):
+        raise OptionsError(f"network_g.size must be a power of two from 16 to 2048, got {size}")
+
+
 def validate(opts: Options):
+    _check_ranges(opts)
     if opts.network_g.arch not in ("codec_prior", "sfmnet"):
         raise OptionsError(f"network_g.arch must be codec_prior or sfmnet, got {opts.network_g.arch!r}")
     if opts.network_g.arch == "sfmnet" and opts.train.losses.gan_local > 0:

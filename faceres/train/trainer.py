@@ -380,9 +380,14 @@ class Trainer:
         return {k: v for k, v in self.g_arch.items() if k not in ("arch", "enc_blocks")}
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    ckpts = sorted((root / "checkpoints").glob("iter_*.pt"))
-    return ckpts[-1] if ckpts else None
+def load_latest_checkpoint(root: Path, device, warn) -> tuple[Path | None, dict | None]:
+    """The newest checkpoint that loads; a truncated or corrupt one (full disk, interrupted copy) is skipped with a warning."""
+    for ckpt in sorted((root / "checkpoints").glob("iter_*.pt"), reverse=True):
+        try:
+            return ckpt, torch.load(ckpt, map_location=device, weights_only=True)
+        except Exception as err:  # truncated zip, not a checkpoint at all
+            warn(f"warning: {ckpt} cannot be loaded ({err.__class__.__name__}); falling back to the previous checkpoint")
+    return None, None
 
 
 # -------------------------------------------------------------------- validation
@@ -467,11 +472,16 @@ def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> 
     root = opts.experiment_dir
     logger = Logger(root, rank == 0, opts.logger.tensorboard)
     trainer = Trainer(opts, dev, rank, world, log=logger)
-    resume = opts.path.resume
+    resume, state = opts.path.resume, None
     if resume == "auto":
-        resume = latest_checkpoint(root)
-    if resume:
-        trainer.load_state_dict(torch.load(resume, map_location=dev, weights_only=True))
+        resume, state = load_latest_checkpoint(root, dev, logger)
+    elif resume:
+        try:
+            state = torch.load(resume, map_location=dev, weights_only=True)
+        except Exception as err:
+            raise OptionsError(f"path.resume {resume}: not a loadable checkpoint ({err.__class__.__name__})") from None
+    if state is not None:
+        trainer.load_state_dict(state)
         logger(f"resumed from {resume} at iteration {trainer.iter}")
     elif opts.path.init_state:
         trainer.init_from_release(opts.path.init_state)
