@@ -359,7 +359,7 @@ def add_evaluate_parser(sub):
 
 def cmd_evaluate(args) -> int:
     from .devices import pick_device
-    from .metrics.evaluate import plot, score_folder, write_reports
+    from .metrics.evaluate import check_inputs, plot, score_folder, write_reports
     from .metrics.fid import FIDError
     from .metrics.suite import load_suite
     from .weights import WeightsError
@@ -367,6 +367,7 @@ def cmd_evaluate(args) -> int:
     if args.model and not args.lq:
         return fail("--model needs --lq")
     try:
+        check_inputs(args.restored, args.lq, args.gt)
         suite = load_suite(args.gt, None if args.lpips == "off" else args.lpips, args.fid_ref, not args.no_identity,
                            pick_device(args.device))
         for note in suite.notes:
@@ -383,7 +384,7 @@ def cmd_evaluate(args) -> int:
         if args.plot:
             plot(results, restored, args.lq, args.gt, args.output)
     except (WeightsError, FIDError, FileNotFoundError, ValueError) as err:
-        return fail(str(err))
+        return fail(str(err), 1)
     print((args.output / "metrics.md").read_text())
     return 0 if means else 1
 

@@ -32,10 +32,28 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-def image_files(folder: Path) -> list[Path]:
+def _check_folder(folder: Path, label: str = "") -> None:
+    label = f"{label} " if label else ""
+    if folder.is_file():
+        raise FileNotFoundError(f"{label}{folder}: is a file, not a folder of images")  # caught with the other folder errors
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise FileNotFoundError(f"{label}{folder}: no such folder")
+
+
+def image_files(folder: Path, label: str = "") -> list[Path]:
+    """The folder's images, sorted; an error naming the folder when it is missing, a file or holds none."""
+    _check_folder(folder, label)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{label + ' ' if label else ''}{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def check_inputs(restored: Path | None, lq: Path | None, gt: Path | None) -> None:
+    """Before any model or metric loads: every given folder exists and holds images."""
+    for label, folder in (("--restored", restored), ("--lq", lq), ("--gt", gt)):
+        if folder is not None:
+            image_files(folder, label)
 
 
 def folder_stats(folder: Path, inception, progress: bool = True) -> FIDStats:
@@ -51,6 +69,7 @@ def pair_files(restored: Path, gt: Path | None) -> list[tuple[Path, Path | None]
     files = image_files(restored)
     if gt is None:
         return [(p, None) for p in files]
+    _check_folder(gt, "--gt")
     by_stem = {p.stem: p for p in gt.iterdir()}
     pairs = [(p, by_stem.get(p.stem)) for p in files]
     missing = [p.name for p, g in pairs if g is None]
@@ -168,9 +187,20 @@ def write_reports(results: dict[str, list[dict]], out_dir: Path, totals: dict[st
         for name, rows in results.items():
             for r in rows:
                 writer.writerow([name, r["image"], *[r.get(k, "") for k in keys]])
-    (out_dir / "metrics.json").write_text(json.dumps({"mean": means, "per_image": results, "ran": list(ran), "notes": list(notes)},
-                                                     indent=1))
+    report = {"mean": means, "per_image": results, "ran": list(ran), "notes": list(notes)}
+    (out_dir / "metrics.json").write_text(json.dumps(finite_or_null(report), indent=1, allow_nan=False))
     return means
+
+
+def finite_or_null(obj):
+    """NaN and +-Infinity (PSNR of identical images, a failed metric) become null: JSON has no such numbers."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
 
 
 def plot(results: dict[str, list[dict]], restored_dir: Path, lq: Path | None, gt: Path | None, out_dir: Path, key: str = "psnr"):
@@ -180,17 +210,24 @@ def plot(results: dict[str, list[dict]], restored_dir: Path, lq: Path | None, gt
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in next(iter(results.values()))[0] if k != "image"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
-    for ax, k in zip(np.atleast_1d(axes), keys):
-        ax.hist([[r[k] for r in rows if np.isfinite(r[k])] for rows in results.values()], bins=20, label=list(results))
-        ax.set_title(k)
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "distributions.png", dpi=100)
-    plt.close(fig)
+    keys = list(dict.fromkeys(k for rows in results.values() for r in rows for k in r if k != "image"))
+    if keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+        for ax, k in zip(np.atleast_1d(axes), keys):
+            ax.hist([[r[k] for r in rows if k in r and np.isfinite(r[k])] for rows in results.values()], bins=20, label=list(results))
+            ax.set_title(k)
+        np.atleast_1d(axes)[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "distributions.png", dpi=100)
+        plt.close(fig)
+    else:
+        print("faceres: --plot: no per-image metric ran, so no distributions.png", file=sys.stderr)
     model_rows = [rows for name, rows in results.items() if name != "input"]
-    if not (model_rows and lq and gt and key in model_rows[0][0]):
+    if not (lq and gt):
+        print("faceres: --plot: the worst/best contact sheet (input | restored | GT) needs --lq and --gt; "
+              "only the metric distributions were drawn", file=sys.stderr)
+        return
+    if not (model_rows and key in model_rows[0][0]):
         return
     rows = sorted(model_rows[0], key=lambda r: r[key])
     picks = rows[:3] + rows[-3:]
