@@ -113,11 +113,16 @@ def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
 
 def _decode_unidentified(source: str | os.PathLike | bytes, max_pixels: int) -> Photo:
     """What PIL cannot identify: an empty file, a TIFF that OpenCV reads (float32 RGB), or not an image."""
-    data = _read_bytes(source)
-    if not data:
+    if isinstance(source, bytes):
+        head = source[:4]
+    else:
+        with open(source, "rb") as f:  # only the magic: the file may be a huge non-image
+            head = f.read(4)
+    if not head:
         raise ImageError("empty file (0 bytes)")
-    if data[:4] not in (b"II*\0", b"MM\0*"):
+    if head not in (b"II*\0", b"MM\0*"):
         raise ImageError("not an image or unsupported format")
+    data = _read_bytes(source)
     _check_size(*_tiff_size(data), max_pixels)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if arr is None:
