@@ -1,14 +1,18 @@
-"""Network latency per face (forward only, random weights), same process and threads.
+"""Network latency per 512² face, every restoration family in one process, fp32 and bf16.
 
-    python bench/latency.py [--sizes 512] [--batches 1 4] [--repeats 3] [--profile] [--device cpu|cuda] [--bf16]
+    python bench/latency.py [--models faceres-512 default gpen-512 gfpgan restoreformer codeformer]
+                            [--precisions fp32 bf16] [--batch 1] [--repeats 3] [--profile] [--no-allocator]
 
-Prints a table, the ratios faceres/GPEN and faceres/GFPGAN (GFPGAN's v1.4 architecture,
-GFPGANv1Clean, only when the `gfpgan` package imports), and writes bench/results/latency.json.
+Random weights, forward only (`net.restore`), each model prepared by `prepare_for_inference` exactly as
+the pipeline does. Per model: seconds per face, GFLOPs per face (torch.utils.flop_counter), and the
+fraction of this CPU's measured bf16 convolution ceiling (a 3x3 conv at 128 channels, 256², NHWC).
+Writes bench/results/latency.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -16,94 +20,104 @@ from datetime import date
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from faceres.archs import CodecPriorNet, GPENGenerator
+from faceres.archs import ARCHS, build_network
+from faceres.devices import prepare_for_inference, tune_allocator
 
-
-def gfpgan_arch(size: int):
-    try:
-        from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
-    except Exception as err:  # basicsr (its dependency) fails to import with modern torchvision
-        return None, f"gfpgan not importable ({err.__class__.__name__})"
-    return GFPGANv1Clean(out_size=size, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
-                         num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True), None
-
-
-def build(name: str, size: int):
-    if name == "faceres":
-        return CodecPriorNet(size), None
-    if name == "gpen":
-        return GPENGenerator(size), None
-    return gfpgan_arch(size)
+FAMILIES = {
+    "faceres-512": dict(arch="codec_prior", size=512),  # the paper's configuration
+    "default": dict(arch="codec_prior", size=512, style_dim=256, channel_multiplier=1, narrow=0.25, input_skip=True),  # faceres-v1
+    "gpen-512": dict(arch="gpen", size=512),
+    "gfpgan": dict(arch="gfpgan_v1_clean"),  # released v1.2-v1.4 configuration
+    "restoreformer": dict(arch="restoreformer"),
+    "codeformer": dict(arch="codeformer"),
+}
 
 
-@torch.no_grad()
-def time_model(model, size, batch, repeats, device, bf16):
-    x = torch.randn(batch, 3, size, size, device=device)
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    with ctx:
-        model(x)  # warm-up
+def seconds_per_face(net, x, repeats: int) -> float:
+    with torch.no_grad():
+        net.restore(x)  # warm-up (oneDNN picks its kernels)
         times = []
         for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             t = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            net.restore(x)
             times.append(time.perf_counter() - t)
-    return min(times) / batch
+    return min(times) / x.shape[0]
+
+
+def gflops_per_face(net, size: int) -> float:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net.restore(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def conv_ceiling_tflops(repeats: int = 5) -> float:
+    """What a large bf16 NHWC 3x3 convolution reaches here: the roof the networks are compared to."""
+    x = torch.randn(4, 128, 256, 256).to(torch.bfloat16, memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3).to(torch.bfloat16, memory_format=torch.channels_last)
+    with torch.no_grad():
+        F.conv2d(x, w, padding=1)
+        best = min(_timed(lambda: F.conv2d(x, w, padding=1)) for _ in range(repeats))
+    return 2 * 128 * 128 * 9 * 4 * 256 * 256 / best / 1e12
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def profile(net, x):
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        net.restore(x)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[512])
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--models", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--bf16", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="print where faceres spends its time")
+    ap.add_argument("--profile", action="store_true", help="operator table of the default model in bf16")
+    ap.add_argument("--no-allocator", action="store_true", help="leave glibc's allocator as it is")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/latency.json")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        machine = torch.cuda.get_device_name(device)
-    else:
-        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    allocator = not args.no_allocator and tune_allocator()
+    ceiling = conv_ceiling_tflops()
+    print(f"bf16 conv ceiling: {ceiling:.2f} TFLOP/s; allocator tuned: {allocator}")
     rows = []
-    for size in args.sizes:
-        for name in ("faceres", "gpen", "gfpgan"):
-            model, why = build(name, size)
-            if model is None:
-                print(f"{name:8s} {size}: skipped: {why}")
-                continue
-            model = model.to(device).eval()
-            for batch in args.batches:
-                sec = time_model(model, size, batch, args.repeats, device, args.bf16)
-                rows.append({"model": name, "size": size, "batch": batch, "seconds_per_face": sec})
-                print(f"{name:8s} {size} batch {batch}: {sec:.3f} s/face")
-        if args.profile:
-            model = CodecPriorNet(size).to(device).eval()
-            x = torch.randn(1, 3, size, size, device=device)
-            with torch.no_grad(), torch.profiler.profile() as prof:
-                model(x)
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
-            with torch.no_grad():
-                t = time.perf_counter()
-                model.codec(x)
-                print(f"faceres {size}: codec {time.perf_counter() - t:.3f} s of the forward")
-    ratios = {}
-    for r in rows:
-        if r["model"] == "faceres":
-            for other in ("gpen", "gfpgan"):
-                match = [o for o in rows if o["model"] == other and o["size"] == r["size"] and o["batch"] == r["batch"]]
-                if match:
-                    key = f"faceres/{other} {r['size']} b{r['batch']}"
-                    ratios[key] = r["seconds_per_face"] / match[0]["seconds_per_face"]
-                    print(f"{key}: {ratios[key]:.2f}")
+    for name in args.models:
+        config = FAMILIES[name]
+        if config["arch"] not in ARCHS:
+            print(f"{name}: skipped (architecture {config['arch']} not in this faceres)")
+            continue
+        torch.manual_seed(0)
+        base = build_network(**config).eval()
+        size = base.spec.size
+        gflops = gflops_per_face(base, size)
+        x = torch.rand(args.batch, 3, size, size) * 2 - 1
+        for precision in args.precisions:
+            net = prepare_for_inference(copy.deepcopy(base), precision, "cpu")
+            sec = seconds_per_face(net, x, args.repeats)
+            share = gflops / 1e3 / sec / ceiling if precision == "bf16" else None
+            rows.append({"model": name, "precision": precision, "seconds_per_face": round(sec, 4), "gflops": round(gflops, 1),
+                         "ceiling_share": None if share is None else round(share, 3)})
+            print(f"{name:14s} {precision}: {sec:.3f} s/face, {gflops:.0f} GFLOP" + (f", {share:.0%} of the ceiling" if share else ""))
+            if args.profile and name == "default" and precision == "bf16":
+                profile(net, x)
+    best = {r["model"]: min(o["seconds_per_face"] for o in rows if o["model"] == r["model"]) for r in rows}
+    ratios = {f"{a}/{b}": round(best[a] / best[b], 2) for a in ("faceres-512", "default") for b in ("gfpgan", "gpen-512")
+              if a in best and b in best}
+    print(json.dumps(ratios))
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": str(date.today()), "machine": machine, "torch": torch.__version__, "bf16": args.bf16,
-                                    "rows": rows, "ratios": ratios}, indent=1))
+    args.out.write_text(json.dumps({"date": str(date.today()), "machine": machine, "torch": torch.__version__, "batch": args.batch,
+                                    "allocator_tuned": allocator, "conv_ceiling_tflops": round(ceiling, 3), "rows": rows,
+                                    "ratios_best_precision": ratios}, indent=1))
 
 
 if __name__ == "__main__":
