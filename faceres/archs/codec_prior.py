@@ -15,7 +15,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from .contract import PRIOR_FIDELITY, RestorationNet, RestorerSpec, noise_from_features
+from .contract import PRIOR_FIDELITY, RestorerSpec, StyleGAN2PriorNet, noise_from_features
 from .mmrb import MMRB
 from .stylegan2 import ConvLayer, EqualConv2d, EqualLinear, StyleGAN2Generator, channel_table
 
@@ -69,12 +69,12 @@ class AsymmetricCodec(nn.Module):
         return code, feats, rgbs
 
 
-class CodecPriorNet(RestorationNet):
+class CodecPriorNet(StyleGAN2PriorNet):
     def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01):
         super().__init__()
         if size & (size - 1) or not 64 <= size <= 1024:
             raise ValueError(f"size must be a power of two in 64..1024, got {size}")
-        self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY)
+        self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY, stylegan2_prior=True)
         self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow), style_dim, enc_blocks)
         self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp)
 
@@ -86,7 +86,12 @@ class CodecPriorNet(RestorationNet):
         return (image, {"rgbs": rgbs, "latent": latent}) if return_aux else image
 
     def restore(self, x, fidelity: float = 1.0):
-        return self.forward(x, fidelity=fidelity)
+        self.spec.check_fidelity(fidelity, "CodecPriorNet")
+        return self.forward(x, fidelity=fidelity).clamp(-1, 1)
+
+    def prior_inputs(self, x):
+        code, feats, _ = self.codec(x)
+        return code, noise_from_features(feats)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Seed 001 trains these with different learning rates: codec, StyleGAN2 prior, noise branches."""

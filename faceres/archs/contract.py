@@ -21,6 +21,7 @@ class RestorerSpec:
     template: str = "ffhq"  # 5-point alignment template of the crops (FFHQ's, scaled to `size`)
     fidelity_range: tuple[float, float] = (1.0, 1.0)  # (1, 1): no fidelity dial
     fidelity_meaning: str = "none: this model has no fidelity control"
+    stylegan2_prior: bool = False  # a StyleGAN2PriorNet: reference-guided restoration (SAIR) can optimise its latent
 
     @property
     def has_fidelity(self) -> bool:
@@ -48,6 +49,25 @@ class RestorationNet(nn.Module):
 
     def restore(self, x: torch.Tensor, fidelity: float = 1.0) -> torch.Tensor:
         raise NotImplementedError
+
+
+class StyleGAN2PriorNet(RestorationNet):
+    """A network whose face comes out of a StyleGAN2 generator (`self.generator`), fed a code through
+    the mapping MLP and noise maps derived from the input. SAIR optimises the generator's W+ latent
+    through these three methods only. Subclasses set `stylegan2_prior=True` in their spec."""
+
+    def prior_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Code (B, style_dim) for the mapping MLP and the generator's noise list, at fidelity 1."""
+        raise NotImplementedError
+
+    def prior_latent(self, code: torch.Tensor) -> torch.Tensor:
+        """W+ (B, n_latent, style_dim): the mapping MLP's single W, repeated for every layer."""
+        g = self.generator
+        return g.style(code).unsqueeze(1).repeat(1, g.n_latent, 1)
+
+    def synthesize(self, w_plus: torch.Tensor, noise: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The network's raw output (not clamped) for a W+ latent and noise list; `x` is the input face."""
+        return self.generator(w_plus, noise, input_is_latent=True)[0]
 
 
 def noise_from_features(feats: list[torch.Tensor], fidelity: float = 1.0) -> list[torch.Tensor]:

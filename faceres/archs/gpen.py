@@ -10,14 +10,14 @@ import math
 
 from torch import nn
 
-from .contract import PRIOR_FIDELITY, RestorationNet, RestorerSpec, noise_from_features
+from .contract import PRIOR_FIDELITY, RestorerSpec, StyleGAN2PriorNet, noise_from_features
 from .stylegan2 import ConvLayer, EqualLinear, StyleGAN2Generator, channel_table
 
 
-class GPENGenerator(RestorationNet):
+class GPENGenerator(StyleGAN2PriorNet):
     def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01):
         super().__init__()
-        self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY)
+        self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY, stylegan2_prior=True)
         self.log_size = int(math.log2(size))
         ch = channel_table(size, channel_multiplier, narrow)
         self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat, lr_mlp)
@@ -41,4 +41,9 @@ class GPENGenerator(RestorationNet):
         return self.generator(code, noise_from_features(feats, fidelity), return_latents=return_latents)
 
     def restore(self, x, fidelity: float = 1.0):
-        return self.forward(x, fidelity=fidelity)[0]
+        self.spec.check_fidelity(fidelity, "GPEN")
+        return self.forward(x, fidelity=fidelity)[0].clamp(-1, 1)
+
+    def prior_inputs(self, x):
+        code, feats = self.encode(x)
+        return code, noise_from_features(feats)

@@ -126,4 +126,4 @@ class SFMNet(RestorationNet):
 
     def restore(self, x, fidelity: float = 1.0):
         self.spec.check_fidelity(fidelity, "SFMNet")
-        return self.forward(x)
+        return self.forward(x).clamp(-1, 1)

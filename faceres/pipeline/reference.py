@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..archs import CodecPriorNet, GPENGenerator
 from ..archs.dlib_resnet import DlibFaceDescriptor
 from ..dlib_dat import load_dlib_resnet
 from ..losses.identity import face_region_112
@@ -106,28 +105,27 @@ class Embedder(nn.Module):
 
 
 class SAIR:
+    """Needs a network whose spec says `stylegan2_prior` (the `StyleGAN2PriorNet` methods). The latent
+    is optimised in float32 whatever the network's dtype (a bf16 network gets it cast)."""
+
     def __init__(self, net: nn.Module, recognizer: nn.Module, cfg: SAIRConfig | None = None):
-        if not isinstance(net, (CodecPriorNet, GPENGenerator)):
+        if not net.spec.stylegan2_prior:
             raise ValueError(f"reference-guided restoration needs a StyleGAN2-prior model, not {type(net).__name__}")
         self.net, self.cfg = net.eval(), cfg or SAIRConfig()
+        self.dtype = next(net.parameters()).dtype
         self.embed = Embedder(recognizer)
 
     def _code_and_noise(self, face: torch.Tensor):
-        if isinstance(self.net, CodecPriorNet):
-            code, feats, _ = self.net.codec(face)
-        else:
-            code, feats = self.net.encode(face)
-        return code, [feats[0]] + [f for f in feats[1:] for _ in range(2)]
+        return self.net.prior_inputs(face.to(self.dtype))
 
     @torch.no_grad()
     def latent(self, face: torch.Tensor) -> torch.Tensor:
         """W+ (B, n_latent, style_dim) of a face: encoder code -> mapping MLP, repeated."""
         code, _ = self._code_and_noise(face)
-        g = self.net.generator
-        return g.style(code).unsqueeze(1).repeat(1, g.n_latent, 1)
+        return self.net.prior_latent(code).float()
 
-    def synthesize(self, w: torch.Tensor, noise) -> torch.Tensor:
-        return self.net.generator(w, noise, input_is_latent=True)[0]
+    def synthesize(self, w: torch.Tensor, noise, face: torch.Tensor) -> torch.Tensor:
+        return self.net.synthesize(w.to(self.dtype), noise, face.to(self.dtype)).float()
 
     def restore(self, lq: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor | None = None):
         """lq, reference: (1, 3, S, S) aligned faces in [-1, 1]. Returns (image, history)."""
@@ -143,7 +141,7 @@ class SAIR:
         history = {k: [] for k in ("degradation", "identity", "histogram", "total", "distance_to_ref")}
         t0 = time.perf_counter()
         for _ in range(cfg.steps):
-            img = self.synthesize(w, noise)
+            img = self.synthesize(w, noise, lq)
             l_d = F.mse_loss(degrade_diff(img, cfg), target)
             l_id = 1 - (self.embed(img) * ref_id).sum(1).mean() + cfg.lam * (w - w_ref).pow(2).sum()
             l_hist = histogram_loss(img, lq, cfg.bins)
@@ -158,7 +156,7 @@ class SAIR:
             history["distance_to_ref"].append(float((w.detach() - w_ref).norm()))
         history["seconds"] = time.perf_counter() - t0
         with torch.no_grad():
-            return self.synthesize(w, noise).clamp(-1, 1), history
+            return self.synthesize(w, noise, lq).clamp(-1, 1), history
 
 
 # ---------------------------------------------------------------------------- drift guard
@@ -189,7 +187,7 @@ class IdentityGuard:
             return cosine(*self._embed([input_face, restored_face]))
         return cosine(self._embed([input_face])[0], self._embed([restored_face])[0])
 
-    def check(self, input_face: np.ndarray, restored_face: np.ndarray) -> tuple[float, bool]:
-        """(similarity, drifted)."""
+    def check(self, input_face: np.ndarray, restored_face: np.ndarray, threshold: float | None = None) -> tuple[float, bool]:
+        """(similarity, drifted); `threshold` None: the guard's own."""
         s = self.similarity(input_face, restored_face)
-        return s, s < self.threshold or math.isnan(s)
+        return s, s < (self.threshold if threshold is None else threshold) or math.isnan(s)
