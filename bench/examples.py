@@ -33,11 +33,11 @@ def main():
     ap.add_argument("--width", type=int, default=900)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    restorer = FaceRestorer(args.model, device="cpu", upscale=1)
+    restorer = FaceRestorer(args.model, device="cpu")
     picks = sorted((SHARED / "data/real-lq/whole").iterdir())[:2] + sorted((SHARED / "data/old-photos").iterdir())[:2]
     for path in picks:
         photo = load_photo(path)
-        result = restorer.restore(photo)
+        result = restorer.restore(photo, upscale=1)
         pair = side_by_side(photo.rgb, result.image, args.width)
         target = args.out / f"{path.stem}.png"
         cv2.imwrite(str(target), (np.clip(pair, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])

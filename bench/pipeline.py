@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--photos", type=int, default=100, help="photos in the peak-memory batch (0 = skip)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/pipeline.json")
     args = ap.parse_args()
-    restorer = FaceRestorer(args.model, args.detector, device="cpu", upscale=2)
+    restorer = FaceRestorer(args.model, detector=args.detector, device="cpu")  # restore(): upscale 2 by default
     report = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "model": args.model,
               "detector": restorer.detector_name, "sets": {}}
     for name in ("multi-face", "old-photos"):

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-
-OUTPUT_DIRS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
-EXT_FOR_INPUT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".tif": "tif", ".tiff": "tif", ".bmp": "bmp"}
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -47,6 +43,8 @@ def add_restore_parser(sub):
     p.add_argument("--model", default=None, help="registry name or checkpoint path (default: faceres's shipped model)")
     p.add_argument("--detector", default="auto", help="auto | retinaface_resnet50 | retinaface_mobile0.25 | yunet | dlib")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network precision; auto: bf16 where the hardware computes it natively")
     p.add_argument("-s", "--upscale", type=float, default=2, help="output scale of the whole photo (default 2)")
     p.add_argument("--fidelity", type=float, default=1.0,
                    help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)")
@@ -74,134 +72,56 @@ def add_restore_parser(sub):
     p.set_defaults(func=cmd_restore)
 
 
-def _output_names(rel: Path, args) -> dict[str, Path]:
-    ext = args.ext if args.ext != "auto" else EXT_FOR_INPUT.get(rel.suffix.lower(), "png")
-    stem = rel.with_suffix("")
-    return {"image": args.output / "restored_imgs" / f"{stem}{args.suffix}.{ext}", "stem": stem}
-
-
-def _clean_partial_files(out: Path) -> int:
-    removed = 0
-    for d in OUTPUT_DIRS:
-        for f in (out / d).rglob(".*.part") if (out / d).is_dir() else []:
-            f.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _save_faces(result, stem: Path, out: Path):
-    import numpy as np
-
-    from .pipeline.images import Photo, encode_image, write_atomic
-
-    for idx, face in enumerate(result.faces):
-        name = f"{stem}_{idx:02d}.png"
-        cmp = np.concatenate([face.crop, face.restored], axis=1)
-        for folder, rgb in (("cropped_faces", face.crop), ("restored_faces", face.restored), ("cmp", cmp)):
-            write_atomic(out / folder / name, encode_image(Photo(rgb, gray=result.photo.gray), "png"))
-
-
-def _restore_one(restorer, path: Path, rel: Path, args) -> dict:
-    from .pipeline.images import encode_image, load_photo, write_atomic
-
-    names = _output_names(rel, args)
-    t = time.perf_counter()
-    photo = load_photo(path, int(args.max_pixels))
-    decode = time.perf_counter() - t
-    result = restorer.restore(photo)
-    if not args.no_faces:
-        _save_faces(result, names["stem"], args.output)
-    t = time.perf_counter()
-    write_atomic(names["image"], encode_image(result.photo, names["image"].suffix))  # last: its presence marks "done"
-    timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
-    entry = {"input": str(path), "output": str(names["image"]), "faces": len(result.faces),
-             "boxes": [[round(float(v), 1) for v in f.box] for f in result.faces],
-             "scores": [round(f.score, 4) for f in result.faces],
-             "identity": [None if f.identity is None else round(f.identity, 4) for f in result.faces],
-             "drifted": [i for i, f in enumerate(result.faces) if f.drifted],
-             "seconds": {k: round(v, 4) for k, v in timings.items()}}
-    actions = {i: f.action for i, f in enumerate(result.faces) if f.action}
-    if actions:
-        entry["drift_actions"] = actions
-    references = [f.reference for f in result.faces if f.reference]
-    if references:
-        entry["reference"] = references
-    if photo.notes:
-        entry["notes"] = list(photo.notes)
-    if not result.faces:
-        entry["notes"] = entry.get("notes", []) + ["no face found"]
-    return entry
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_restore(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline.images import ImageError, list_images, write_atomic
+    from .pipeline.batch import plan_jobs, restore_jobs
+    from .pipeline.images import ImageError
+    from .pipeline.options import RestoreOptions
     from .pipeline.reference import SAIRConfig
     from .pipeline.restorer import FaceRestorer
     from .weights import DEFAULT_RESTORER, WeightsError
 
-    if not 0 <= args.fidelity <= 1:
-        return fail(f"--fidelity must be in [0, 1], got {args.fidelity}")
-    files = list_images(args.inputs, args.recursive)
-    shard_i, shard_n = args.shard
-    files = files[shard_i::shard_n]
-    if not files:
-        return fail(f"no images found in {' '.join(args.inputs)}")
+    model = args.model or DEFAULT_RESTORER
     try:
+        options = RestoreOptions(upscale=args.upscale, fidelity=args.fidelity, only_center_face=args.only_center_face,
+                                 aligned=args.aligned, min_eye_distance=args.min_eye_distance,
+                                 flip_ensemble=FLIP_CHOICES[args.flip_ensemble], on_drift=args.on_drift,
+                                 drift_threshold=args.drift_threshold)
+        jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, ext=args.ext, suffix=args.suffix, shard=args.shard)
+        if not jobs:
+            return fail(f"no images found in {' '.join(args.inputs)}")
         args.output.mkdir(parents=True, exist_ok=True)
-        _clean_partial_files(args.output)
-        restorer = FaceRestorer(args.model or DEFAULT_RESTORER, args.detector, args.device, args.upscale, args.fidelity,
-                                args.only_center_face, args.aligned, args.min_eye_distance, args.batch_size,
-                                bg_upsampler=args.bg_upsampler, parse=args.parse, on_drift=args.on_drift,
-                                drift_threshold=args.drift_threshold, reference=args.reference,
-                                sair=SAIRConfig(steps=args.reference_steps), flip_ensemble=FLIP_CHOICES[args.flip_ensemble])
+        restorer = FaceRestorer(model, detector=args.detector, device=args.device, precision=args.precision,
+                                batch_size=args.batch_size, bg_upsampler=args.bg_upsampler, parse=args.parse,
+                                reference=args.reference, sair=SAIRConfig(steps=args.reference_steps))
+        restorer.prepare(options)
     except (WeightsError, ValueError, OSError, ImageError) as err:
         return fail(str(err))
-    print(f"faceres: model {args.model or DEFAULT_RESTORER} on {restorer.device}, detector {restorer.detector_name}, "
-          f"{len(files)} image(s)", file=sys.stderr)
+    detector = "none (aligned input)" if options.aligned else restorer.detector_name
+    print(f"faceres: model {model} on {restorer.device}, detector {detector}, {len(jobs)} image(s)", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    bar, t0 = tqdm(total=len(jobs), unit="img", file=sys.stderr), time.perf_counter()
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
+    def on_entry(entry, report):
+        if "error" in entry:
+            tqdm.write(f"faceres: {entry['input']}: {entry['error']}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(faces=report.faces, faces_per_s=f"{report.faces / (time.perf_counter() - t0):.2f}")
 
-    signal.signal(signal.SIGTERM, on_term)
-    entries, failed, n_faces, interrupted = [], 0, 0, False
-    t0 = time.perf_counter()
-    bar = tqdm(files, unit="img", file=sys.stderr)
-    try:
-        for path, rel in bar:
-            target = _output_names(rel, args)["image"]
-            if target.exists() and not args.overwrite:
-                entries.append({"input": str(path), "output": str(target), "skipped": "output exists"})
-                continue
-            try:
-                entry = _restore_one(restorer, path, rel, args)
-                n_faces += entry["faces"]
-            except (ImageError, OSError) as err:
-                entry = {"input": str(path), "error": str(err)}
-            except Exception as err:  # one bad file must not stop the batch
-                entry = {"input": str(path), "error": f"{err.__class__.__name__}: {err}"}
-            if "error" in entry:
-                failed += 1
-                tqdm.write(f"faceres: {path}: {entry['error']}", file=sys.stderr)
-            entries.append(entry)
-            bar.set_postfix(faces=n_faces, faces_per_s=f"{n_faces / (time.perf_counter() - t0):.2f}")
-    except KeyboardInterrupt:
-        interrupted = True
+    report = restore_jobs(jobs, args.output, restorer, options, overwrite=args.overwrite, faces=not args.no_faces,
+                          max_pixels=int(args.max_pixels), shard=args.shard, model_name=model, on_entry=on_entry)
+    bar.close()
+    if report.interrupted:
         print("faceres: interrupted; finished outputs are complete, re-run to continue", file=sys.stderr)
-    report = {"model": args.model or DEFAULT_RESTORER, "detector": restorer.detector_name, "device": str(restorer.device),
-              "identity_metric": restorer.guard.name if restorer.guard else None,
-              "drift_threshold": restorer.guard.threshold if restorer.guard else None,
-              "upscale": args.upscale, "fidelity": args.fidelity, "flip_ensemble": restorer.flip_ensemble,
-              "images": entries, "failed": failed,
-              "faces": n_faces, "interrupted": interrupted, "seconds": round(time.perf_counter() - t0, 3)}
-    name = "report.json" if shard_n == 1 else f"report.shard{shard_i}-of-{shard_n}.json"
-    try:
-        write_atomic(args.output / name, json.dumps(report, indent=1).encode())
-    except OSError as err:
-        print(f"faceres: cannot write report: {err}", file=sys.stderr)
-    print(f"faceres: {len(entries) - failed} ok, {failed} failed, {n_faces} faces -> {args.output}", file=sys.stderr)
-    return 130 if interrupted else (1 if failed else 0)
+    if report.write_error:
+        print(f"faceres: cannot write report: {report.write_error}", file=sys.stderr)
+    print(f"faceres: {report.ok} ok, {report.failed} failed, {report.faces} faces -> {args.output}", file=sys.stderr)
+    return 130 if report.interrupted else (1 if report.failed else 0)
 
 
 def add_weights_parser(sub):
@@ -329,12 +249,14 @@ def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fideli
                    flip_ensemble: bool | None = None) -> Path:
     """Run a model on aligned LQ faces; outputs at the LQ images' size."""
     from .pipeline.images import Photo, encode_image, load_photo, write_atomic
+    from .pipeline.options import RestoreOptions
     from .pipeline.restorer import FaceRestorer
 
-    restorer = FaceRestorer(model, aligned=True, upscale=1, device=device, fidelity=fidelity, flip_ensemble=flip_ensemble)
+    restorer = FaceRestorer(model, device=device)
+    options = RestoreOptions(aligned=True, upscale=1, fidelity=fidelity, flip_ensemble=flip_ensemble)
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(p for p in lq.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        result = restorer.restore(load_photo(path))
+        result = restorer.restore(load_photo(path), options)
         write_atomic(out / (path.stem + ".png"), encode_image(Photo(result.image), "png"))
     return out
 
@@ -424,8 +346,8 @@ def add_export_parser(sub):
 
 
 def cmd_export(args) -> int:
-    from .weights import WeightsError
     from .checkpoints import is_safetensors, load_model, read_metadata, save_model
+    from .weights import WeightsError
 
     try:
         model, config = load_model(args.source)

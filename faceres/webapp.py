@@ -12,19 +12,23 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .pipeline import FaceRestorer
+from .pipeline import FaceRestorer, RestoreOptions
 from .pipeline.images import ImageError, encode_image, load_photo, to_uint8, write_atomic
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
 
 MAX_UPLOAD = os.environ.get("FACERES_APP_MAX_UPLOAD", "20mb")
 MAX_PIXELS = int(float(os.environ.get("FACERES_APP_MAX_PIXELS", 25e6)))
+MAX_OUTPUT_PIXELS = int(float(os.environ.get("FACERES_APP_MAX_OUTPUT_PIXELS", 100e6)))  # 1.2 GB as a float canvas
+CONCURRENCY = int(os.environ.get("FACERES_APP_CONCURRENCY", 2))  # requests served at once, sharing the restorers
+MAX_RESTORERS = 2  # (model, detector, background) combinations kept loaded
 MAX_FILES = 8
 TIME_BUDGET_S = float(os.environ.get("FACERES_APP_TIMEOUT", 300))
 DETECTORS = ["auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet", "dlib"]
@@ -43,10 +47,22 @@ def available_models() -> list[str]:
     return names or [DEFAULT_RESTORER]
 
 
-@lru_cache(maxsize=2)
-def get_restorer(model: str, detector: str, upscale: float, fidelity: float, bg: str, aligned: bool) -> FaceRestorer:
-    return FaceRestorer(model, detector, "auto", upscale, fidelity, aligned=aligned, bg_upsampler=None if bg == "none" else bg,
-                        on_drift="flag")
+_restorers: OrderedDict[tuple[str, str, str], FaceRestorer] = OrderedDict()
+_restorers_lock = threading.Lock()
+
+
+def get_restorer(model: str, detector: str, bg: str) -> FaceRestorer:
+    """One restorer per (model, detector, background upsampler), shared by every request: a FaceRestorer
+    is thread-safe and takes upscale, fidelity and the rest per call. The least recently used is dropped
+    beyond MAX_RESTORERS."""
+    key = (model, detector, bg)
+    with _restorers_lock:
+        if key not in _restorers:
+            _restorers[key] = FaceRestorer(model, detector=detector, bg_upsampler=None if bg == "none" else bg)
+            while len(_restorers) > MAX_RESTORERS:
+                _restorers.popitem(last=False)
+        _restorers.move_to_end(key)
+        return _restorers[key]
 
 
 def error_result(message: str):
@@ -62,7 +78,9 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         return error_result("unknown model.")
     files = files[:MAX_FILES]
     try:
-        restorer = get_restorer(model, detector, float(upscale), float(fidelity), bg, bool(aligned))
+        options = RestoreOptions(upscale=float(upscale), fidelity=float(fidelity), aligned=bool(aligned), on_drift="flag")
+        restorer = get_restorer(model, detector, bg)
+        restorer.prepare(options)
     except (WeightsError, ValueError) as err:
         return error_result(str(err))
     out_dir = Path(tempfile.mkdtemp(prefix="faceres-app-"))
@@ -74,13 +92,17 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
             continue
         try:
             photo = load_photo(path, MAX_PIXELS)
+            out_mp = photo.rgb.shape[0] * photo.rgb.shape[1] * options.upscale**2 / 1e6
+            if out_mp > MAX_OUTPUT_PIXELS / 1e6:
+                raise ImageError(f"the result would be {out_mp:.0f} MP, over this server's {MAX_OUTPUT_PIXELS / 1e6:.0f} MP; "
+                                 "lower the upscale")
         except ImageError as err:
             if len(files) == 1:
                 return error_result(f"{name}: {err}")
             lines.append(f"- **{name}**: {err}")
             continue
         t = time.perf_counter()
-        result = restorer.restore(photo)
+        result = restorer.restore(photo, options)
         seconds = time.perf_counter() - t
         target = out_dir / f"{Path(name).stem}_restored.png"
         write_atomic(target, encode_image(result.photo, "png"))
@@ -89,12 +111,13 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
                     for i, f in enumerate(result.faces)]
         note = "no face found" if not result.faces else f"{len(result.faces)} face(s)"
         lines.append(f"- **{name}**: {note}, {seconds:.1f} s, {result.image.shape[1]}×{result.image.shape[0]} px")
-        lines += [f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.guard.threshold}); "
+        lines += [f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.drift_threshold(options)}); "
                   "try a higher fidelity" for i, f in enumerate(result.faces) if f.drifted]
         if first is None:
             before = cv2.resize(photo.rgb, result.image.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
             first = (to_uint8(before), to_uint8(result.image))
-    status = f"**{restorer.detector_name}** detector, model **{model}**, total {time.perf_counter() - start:.1f} s\n\n" + "\n".join(lines)
+    detector_name = "none (aligned input)" if options.aligned else restorer.detector_name
+    status = f"**{detector_name}** detector, model **{model}**, total {time.perf_counter() - start:.1f} s\n\n" + "\n".join(lines)
     return first, gallery, status, downloads
 
 
@@ -120,8 +143,8 @@ def build_demo(models: list[str]):
                 faces = gr.Gallery(label="Faces: input | restored", columns=3, elem_id="faces")
                 download = gr.File(label="Download full resolution", file_count="multiple", elem_id="download")
         run.click(lambda *a: restore_files(*a, allowed_models=models), [files, model, detector, upscale, fidelity, bg, aligned],
-                  [slider, faces, status, download], concurrency_limit=1)
-    demo.queue(max_size=16, default_concurrency_limit=1)
+                  [slider, faces, status, download], concurrency_limit=CONCURRENCY)
+    demo.queue(max_size=16, default_concurrency_limit=CONCURRENCY)
     return demo
 
 

@@ -20,9 +20,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 pytest.importorskip("gradio", reason="web demo needs the app extra: pip install -e '.[app]'")
-playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-if CHROMIUM is None:
-    pytest.skip("needs Debian's chromium (apt-get install chromium)", allow_module_level=True)
 
 
 def free_port() -> int:
@@ -33,6 +30,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(shared, tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
     port = free_port()
     env = dict(os.environ, FACERES_WEIGHTS_DIR=str(shared / "weights"), GRADIO_ANALYTICS_ENABLED="False", FACERES_OFFLINE="1",
                GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
@@ -58,6 +57,7 @@ def app_url(shared, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app_url):
+    playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -100,3 +100,29 @@ def test_corrupt_upload_shows_error(page, app_url, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_corrupt.png"))
     assert error.is_visible()
+
+
+def test_concurrent_requests_share_one_restorer(tiny_model, weights_env, shared, tmp_path, monkeypatch):
+    """Two requests at once with different fidelities, served by one shared restorer: each gets what
+    it gets alone (the options travel with the request, not in the restorer)."""
+    from collections import OrderedDict
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceres import webapp
+
+    monkeypatch.setattr(webapp, "_restorers", OrderedDict())
+    photo = tmp_path / "couple.png"  # half size: detection is most of the time
+    cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(shared / "data/multi-face/couple.jpg")), None, fx=0.5, fy=0.5))
+    model = str(tiny_model)
+
+    def request(fidelity):
+        return webapp.restore_files([str(photo)], model, "retinaface_mobile0.25", 1, fidelity, "none", False, [model])
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(request, [0.25, 1.0]))
+    alone = [request(f) for f in (0.25, 1.0)]
+    assert len(webapp._restorers) == 1
+    for (first, _, status, downloads), (first_alone, _, _, _) in zip(together, alone):
+        assert "face(s)" in status and len(downloads) == 1
+        np.testing.assert_array_equal(first[1], first_alone[1])
+    assert np.abs(alone[0][0][1].astype(int) - alone[1][0][1]).max() > 10  # the two fidelities really differ

@@ -79,26 +79,32 @@ def test_identity_guard_flags_a_swapped_face_not_a_degraded_one(shared):
 
 def test_drift_fallback_keeps_the_input_face(tiny_model, weights_env, shared):
     photo = load_photo(shared / "data/multi-face/couple.jpg")
-    r = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", upscale=1, on_drift="fallback", drift_threshold=1.01)
-    result = r.restore(photo)  # threshold above any similarity: every face drifts
+    r = FaceRestorer(tiny_model, detector="retinaface_mobile0.25")
+    result = r.restore(photo, upscale=1, on_drift="fallback", drift_threshold=1.01)  # above any similarity: every face drifts
     assert result.faces and all(f.drifted and f.action == "kept input" for f in result.faces)
     np.testing.assert_allclose(result.image, photo.rgb, atol=1e-6)  # nothing pasted
 
 
 def test_reference_restore_end_to_end_on_real_photos(tiny_model, weights_env, shared, tmp_path):
     """--reference wiring on real photos: the couple photo restored toward faces found in t1.jpg."""
-    r = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", upscale=1, reference=shared / "data/multi-face/t1.jpg",
+    r = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", reference=shared / "data/multi-face/t1.jpg",
                      recognizer=RandomRecognizer(), sair=SAIRConfig(steps=3))
-    result = r.restore(shared / "data/multi-face/couple.jpg")
+    result = r.restore(shared / "data/multi-face/couple.jpg", upscale=1)
     assert len(result.faces) == 3
     for f in result.faces:
         assert f.reference["of"] == 6 and 0 <= f.reference["face"] < 6
         assert not np.allclose(f.restored, f.crop)
 
 
-def test_reference_without_arcface_weights_is_a_clear_error(tiny_model, weights_env, shared, tmp_path, monkeypatch, capsys):
+def test_reference_runs_offline_with_the_dlib_recognizer(tiny_model, weights_env, shared, tmp_path, monkeypatch):
+    """No ArcFace weights exist here: `--reference` uses dlib's face ResNet (the default recognizer) offline."""
+    import json
+
     monkeypatch.setenv("FACERES_OFFLINE", "1")
-    code = main(["restore", str(shared / "data/multi-face/couple.jpg"), "-o", str(tmp_path / "o"), "--model", str(tiny_model),
-                 "--reference", str(shared / "data/multi-face/t1.jpg")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "recognition_arcface_ir_se50.pth" in err[-1]
+    out = tmp_path / "o"
+    code = main(["restore", str(shared / "data/multi-face/couple.jpg"), "-o", str(out), "--model", str(tiny_model),
+                 "--detector", "retinaface_mobile0.25", "--reference", str(shared / "data/multi-face/t1.jpg"),
+                 "--reference-steps", "2", "--on-drift", "off", "--no-faces", "-s", "1"])
+    assert code == 0
+    entry = json.loads((out / "report.json").read_text())["images"][0]
+    assert entry["faces"] == 3 and [r["of"] for r in entry["reference"]] == [6, 6, 6]

@@ -37,13 +37,13 @@ def test_shipped_model_improves_psnr_on_held_out_faces(shared):
     opts = load_options(ROOT / "options/train_faceres_128_cpu.yml")
     held_out = list_faces(opts.datasets.val.dataroot, opts.datasets.val.subset)[:16]
     deg = opts.datasets.val.degradation
-    restorer = FaceRestorer(DEFAULT_RESTORER, aligned=True, upscale=1, device="cpu", on_drift="off")
+    restorer = FaceRestorer(DEFAULT_RESTORER, device="cpu")
     assert restorer.flip_ensemble  # the registry's default for faceres-v0
     d_psnr, d_ssim = [], []
     for i, path in enumerate(held_out):
         gt = load_face(path, 128, False)[0].astype(np.float32) / 255
         lq = degrade(gt, sample_params(np.random.default_rng([0, i]), deg), deg.blur_kernel_size)
-        out = restorer.restore(lq).image
+        out = restorer.restore(lq, aligned=True, upscale=1).image
         d_psnr.append(psnr(out, gt) - psnr(lq, gt))
         d_ssim.append(ssim(out, gt) - ssim(lq, gt))
     assert np.mean(d_psnr) > 0.3, d_psnr

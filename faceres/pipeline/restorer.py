@@ -1,9 +1,16 @@
-"""FaceRestorer: detect -> align -> restore -> paste, the one pipeline the CLI and the app share."""
+"""FaceRestorer: detect -> align -> restore -> paste, the one pipeline the CLI, the batch job and the app share.
+
+A FaceRestorer holds resources (network, detector, face parser, background upsampler, identity guard,
+reference photo); what to do with a photo comes with each call as `RestoreOptions`. `restore` never
+changes the restorer, so one instance serves several threads at once; resources a call needs for the
+first time (the detector, the guard, ...) are built once, under a lock.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -11,15 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import pick_device
-from ..weights import DEFAULT_RESTORER, WeightsError, inference_defaults, resolve
 from ..checkpoints import load_model
+from ..devices import pick_device, prepare_for_inference
+from ..weights import DEFAULT_RESTORER, WeightsError, inference_defaults, resolve
 from .align import estimate_affine, warp_face
 from .background import FaceParser, RealESRGANUpsampler
-from .detect import Face, build_detector
+from .detect import DETECTORS, Face, build_detector
 from .images import Photo, load_photo, looks_gray
+from .options import DEFAULT_OPTIONS, RestoreOptions, require
 from .paste import paste_face
-from .reference import DEFAULT_DRIFT_THRESHOLD, SAIR, IdentityGuard, SAIRConfig
+from .reference import DEFAULT_DRIFT_THRESHOLD, SAIR, IdentityGuard, SAIRConfig, default_recognizer
 
 
 @dataclass
@@ -60,201 +68,226 @@ def to_crops(y: torch.Tensor) -> list[np.ndarray]:
 
 
 class FaceRestorer:
-    """Restore every face in a photo.
+    """Restore every face in a photo: `FaceRestorer(model, ...).restore(image, options)`.
 
-    model: registry name, checkpoint path (.safetensors, or a GPEN .pth) or an nn.Module with `.size`.
-    fidelity: 0..1, scales the input-derived features the network feeds into the StyleGAN2
-        prior's noise branches. 1 (default) = as trained, closest to the input; lower values let
-        the prior invent more (smoother, more generic faces). It changes the network's computation,
-        not a pixel blend.
-    upscale: output size factor for the whole photo; faces are pasted at that scale.
+    model: registry name, checkpoint path (.safetensors, GPEN/GFPGAN/... .pth) or a `RestorationNet`.
+    detector: auto | retinaface_resnet50 | retinaface_mobile0.25 | yunet | dlib (built on the first
+        photo that needs one). precision: auto | fp32 | bf16 (see `faceres.devices`).
+    batch_size: faces per network call. det_max_side: detection runs on a copy no larger than this.
     bg_upsampler: None | "realesrgan" (Real-ESRGAN x2 over tiles) for the rest of the photo.
-    parse: "auto" | "on" | "off": multiply the paste mask by a face-parsing mask (ParseNet).
-    on_drift: "off" | "flag" | "fallback": compare identity of input and restored face (ArcFace when a
-        recognizer is given, dlib otherwise); flag faces below the threshold, and with "fallback"
-        retry at fidelity 1, then keep the input face.
+    parse: auto | on | off: multiply the paste mask by a face-parsing mask (ParseNet; auto: when its
+        weights are on disk).
+    recognizer: identity network for the drift guard (default: dlib) and for SAIR (default: dlib's face ResNet).
     reference: a photo of the same person: faces are restored by SAIR (latent optimisation of the
-        prior toward the reference's identity) with `recognizer` (default: dlib's face ResNet).
+        prior toward the reference's identity), configured by `sair`.
     """
 
-    def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, detector: str = "auto", device: str = "auto",
-                 upscale: float = 2, fidelity: float = 1.0, only_center_face: bool = False, aligned: bool = False,
-                 min_eye_distance: float = 5.0, batch_size: int = 4, det_max_side: int | None = 2048,
-                 bg_upsampler: str | None = None, parse: str = "auto", on_drift: str = "off",
-                 drift_threshold: float | None = None, reference=None, recognizer: nn.Module | None = None,
-                 sair: SAIRConfig | None = None, flip_ensemble: bool | None = None):
-        if not 0.0 <= fidelity <= 1.0:
-            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
-        if upscale <= 0:
-            raise ValueError(f"upscale must be positive, got {upscale}")
+    def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, *, detector: str = "auto", device: str = "auto",
+                 precision: str = "auto", batch_size: int = 4, det_max_side: int | None = 2048, bg_upsampler: str | None = None,
+                 parse: str = "auto", recognizer: nn.Module | None = None, reference=None, sair: SAIRConfig | None = None):
+        require(detector == "auto" or detector in DETECTORS, f"unknown detector {detector!r}; choose from auto, {', '.join(DETECTORS)}")
+        require(bg_upsampler in (None, "none", "realesrgan"), f"unknown background upsampler {bg_upsampler!r}; choose none or realesrgan")
+        require(parse in ("auto", "on", "off"), f"parse must be auto, on or off, got {parse!r}")
+        require(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be a positive integer, got {batch_size!r}")
         self.device = pick_device(device)
-        if isinstance(model, nn.Module):
-            self.net, self.model_config = model, {"arch": type(model).__name__}
+        if isinstance(model, (str, Path)):
+            net, self.model_config = load_model(model)
+            self.model_name = str(model)
         else:
-            self.net, self.model_config = load_model(model)
-        self.net = self.net.to(self.device).eval()
-        self.net.spec.check_fidelity(fidelity, type(self.net).__name__)
-        self.size = int(self.net.size)
-        self.upscale, self.fidelity = upscale, fidelity
-        # average with the restored mirror image (self-ensemble); None: the model's registry default
-        self.flip_ensemble = inference_defaults(model).get("flip_ensemble", False) if flip_ensemble is None else flip_ensemble
-        self.only_center_face, self.aligned = only_center_face, aligned
-        self.min_eye_distance, self.batch_size, self.det_max_side = min_eye_distance, batch_size, det_max_side
-        self.detector = None if aligned else build_detector(detector, str(self.device))
+            net, self.model_config, self.model_name = model, {"arch": type(model).__name__}, type(model).__name__
+        self.net = prepare_for_inference(net, precision, self.device)
+        self.size = int(self.net.spec.size)
+        self.flip_ensemble = bool(inference_defaults(model).get("flip_ensemble", False))  # the model's default
+        self.batch_size, self.det_max_side = batch_size, det_max_side
+        self.detector_choice, self.parse, self.recognizer = detector, parse, recognizer
         self.bg_upsampler = RealESRGANUpsampler(device=self.device) if bg_upsampler == "realesrgan" else None
-        if bg_upsampler not in (None, "none", "realesrgan"):
-            raise ValueError(f"unknown background upsampler {bg_upsampler!r}; choose none or realesrgan")
-        self.parser = self._build_parser(parse)
-        if on_drift not in ("off", "flag", "fallback"):
-            raise ValueError(f"on_drift must be off, flag or fallback, got {on_drift!r}")
-        self.on_drift = on_drift
-        self.guard = None
-        if on_drift != "off":
-            self.guard = IdentityGuard(drift_threshold or DEFAULT_DRIFT_THRESHOLD, recognizer)
-        self.sair = self.reference_faces = None
+        self._lock = threading.RLock()  # builds resources on first need
+        self._detect_lock = threading.Lock()  # OpenCV's, dlib's and facexlib's detectors keep per-call state
+        self._guard_lock = threading.Lock()  # dlib's C++ aligner is not re-entrant
+        self._built: dict = {}
+        self.sair = self._reference_photo = None
         if reference is not None:
-            self._setup_reference(reference, recognizer, sair)
+            self.sair = SAIR(self.net, (default_recognizer() if recognizer is None else recognizer).to(self.device), sair)
+            self._reference_photo = self._as_photo(reference)
 
-    def _setup_reference(self, reference, recognizer, cfg):
-        if recognizer is None:
-            from .reference import default_recognizer
+    # ------------------------------------------------------------------ resources, built on first need
 
-            recognizer = default_recognizer()  # dlib's face ResNet (offline); pass build_arcface(...) for ArcFace
-        self.sair = SAIR(self.net, recognizer.to(self.device), cfg)
-        photo = self._as_photo(reference)
-        if self.aligned:
-            crops = [cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)]
-        else:
-            faces = self.detect(photo)
-            if not faces:
-                raise ValueError("no face found in the reference photo")
-            crops = [warp_face(photo.rgb, estimate_affine(f.landmarks, self.size), self.size) for f in faces]
-        self.reference_faces = [self._to_tensor([c]) for c in crops]
-        with torch.no_grad():
-            self.reference_ids = [self.sair.embed(t) for t in self.reference_faces]
+    def _once(self, key, build):
+        if key not in self._built:
+            with self._lock:
+                if key not in self._built:
+                    self._built[key] = build()
+        return self._built[key]
 
-    def _build_parser(self, parse: str) -> FaceParser | None:
+    @property
+    def detector(self):
+        return self._once("detector", lambda: build_detector(self.detector_choice, str(self.device)))
+
+    @property
+    def detector_name(self) -> str:
+        return self.detector.name
+
+    @property
+    def parser(self) -> FaceParser | None:
+        return self._once("parser", self._build_parser)
+
+    @property
+    def guard(self) -> IdentityGuard:
+        return self._once("guard", lambda: IdentityGuard(DEFAULT_DRIFT_THRESHOLD, self.recognizer))
+
+    def _build_parser(self) -> FaceParser | None:
         """on: required; auto: used when its weights are already on disk; off: square feather only."""
-        if parse == "off" or self.aligned:
+        if self.parse == "off":
             return None
-        if parse == "auto":
+        if self.parse == "auto":
             try:
                 resolve("parsenet", allow_download=False)
             except WeightsError:
                 return None
-        elif parse != "on":
-            raise ValueError(f"parse must be auto, on or off, got {parse!r}")
         return FaceParser(device=self.device)
 
-    @property
-    def detector_name(self) -> str:
-        return "none (aligned input)" if self.detector is None else self.detector.name
+    def _reference(self, aligned: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The reference photo's faces (aligned like the inputs) and their identity embeddings."""
+        return self._once(("reference", aligned), lambda: self._embed_reference(aligned))
+
+    def _embed_reference(self, aligned: bool):
+        photo = self._reference_photo
+        if aligned:
+            crops = [cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)]
+        else:
+            faces = self.detect(photo)
+            require(bool(faces), "no face found in the reference photo")
+            crops = [warp_face(photo.rgb, estimate_affine(f.landmarks, self.size), self.size) for f in faces]
+        tensors = [self._to_tensor([c]) for c in crops]
+        with torch.no_grad():
+            return tensors, [self.sair.embed(t) for t in tensors]
+
+    def prepare(self, options: RestoreOptions = DEFAULT_OPTIONS) -> None:
+        """Build now what calls with `options` will need, so a missing file or a bad setting is reported
+        before a batch starts rather than on its first photo."""
+        self.net.spec.check_fidelity(options.fidelity, self.model_name)
+        if not options.aligned:
+            _ = self.detector, self.parser
+        if options.on_drift != "off":
+            _ = self.guard
+        if self.sair is not None:
+            self._reference(options.aligned)
 
     # ------------------------------------------------------------------ network
 
     @torch.no_grad()
-    def restore_crops(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+    def restore_crops(self, crops: list[np.ndarray], options: RestoreOptions = DEFAULT_OPTIONS) -> list[np.ndarray]:
         """Aligned float RGB crops (size x size) -> restored crops, in batches."""
+        self.net.spec.check_fidelity(options.fidelity, self.model_name)
+        flip = self.flip_ensemble if options.flip_ensemble is None else options.flip_ensemble
         out = []
         for i in range(0, len(crops), self.batch_size):
             x = self._to_tensor(crops[i:i + self.batch_size])
-            y = self._forward(x)
-            if self.flip_ensemble:
-                y = (y + self._forward(x.flip(-1)).flip(-1)) / 2
+            y = self.net.restore(x, options.fidelity)
+            if flip:
+                y = (y + self.net.restore(x.flip(-1), options.fidelity).flip(-1)) / 2
             out.extend(to_crops(y))
         return out
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.restore(x, fidelity=self.fidelity)
+    def _to_tensor(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """float RGB [0, 1] HWC crops -> (N, 3, H, W) in [-1, 1] on the model's device."""
+        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(self.device) * 2 - 1
 
     # ------------------------------------------------------------------ stages
 
-    def detect(self, photo: Photo) -> list[Face]:
+    def detect(self, photo: Photo, options: RestoreOptions = DEFAULT_OPTIONS) -> list[Face]:
         bgr = photo.bgr8
         scale = 1.0
         if self.det_max_side and max(bgr.shape[:2]) > self.det_max_side:
             scale = self.det_max_side / max(bgr.shape[:2])
             bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        faces = self.detector.detect(bgr)
+        detector = self.detector
+        with self._detect_lock:
+            faces = detector.detect(bgr)
         for f in faces:
             f.box, f.landmarks = f.box / scale, f.landmarks / scale
-        faces = [f for f in faces if f.eye_distance >= self.min_eye_distance]
-        return center_face(faces, photo.rgb.shape) if self.only_center_face else faces
+        faces = [f for f in faces if f.eye_distance >= options.min_eye_distance]
+        return center_face(faces, photo.rgb.shape) if options.only_center_face else faces
 
-    def restore(self, image: Photo | np.ndarray | str | Path) -> RestoreResult:
-        """image: a Photo, a path, or an RGB array (uint8, or float in [0, 1])."""
+    def restore(self, image: Photo | np.ndarray | str | Path, options: RestoreOptions | None = None, **changes) -> RestoreResult:
+        """image: a Photo, a path, or an RGB array (uint8, or float in [0, 1]). options: per-call settings;
+        keyword arguments change single fields, e.g. `restore(img, fidelity=0.5)`."""
+        options = replace(options or DEFAULT_OPTIONS, **changes)
+        self.net.spec.check_fidelity(options.fidelity, self.model_name)
         photo = self._as_photo(image)
+        if options.aligned:
+            return self._restore_aligned(photo, options)
         timings = {}
-        if self.aligned:
-            return self._restore_aligned(photo, timings)
-        t = time.perf_counter()
-        faces = self.detect(photo)
-        timings["detect"] = time.perf_counter() - (t0 := t)
+        t0 = t = time.perf_counter()
+        faces = self.detect(photo, options)
+        timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         affines = [estimate_affine(f.landmarks, self.size) for f in faces]
         crops = [warp_face(photo.rgb, M, self.size) for M in affines]
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
         results = [RestoredFace(f.box, f.score, f.landmarks, M, c, None) for f, M, c in zip(faces, affines, crops)]
-        self._restore_faces(results, photo)
+        self._restore_faces(results, photo, options)
         timings["restore"] = time.perf_counter() - t
-        if self.guard is not None:
+        if options.on_drift != "off":
             t = time.perf_counter()
             for face in results:
-                self._guard(face)
+                self._guard(face, photo, options)
             timings["identity"] = time.perf_counter() - t
         t = time.perf_counter()
         h, w = photo.rgb.shape[:2]
-        out_size = (round(w * self.upscale), round(h * self.upscale))
+        out_size = (round(w * options.upscale), round(h * options.upscale))
         canvas = self._background(photo.rgb, out_size)
+        parser = self.parser
         for face in results:
             if face.action == "kept input":
                 continue
-            mask = self.parser.mask(face.restored) if self.parser is not None else None
-            canvas = paste_face(canvas, face.restored, face.affine, self.upscale, mask)
+            mask = parser.mask(face.restored) if parser is not None else None
+            canvas = paste_face(canvas, face.restored, face.affine, options.upscale, mask)
         alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size, interpolation=cv2.INTER_LINEAR)
         timings["paste"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         out = Photo(np.clip(canvas, 0, 1).astype(np.float32), alpha, photo.gray, photo.bits, photo.notes)
         return RestoreResult(out, results, timings)
 
-    def _restore_faces(self, faces: list[RestoredFace], photo: Photo):
+    def _restore_faces(self, faces: list[RestoredFace], photo: Photo, options: RestoreOptions):
         """Fill in `restored` for each face: by the network in batches, or by SAIR with a reference."""
         if self.sair is None:
-            for face, restored in zip(faces, self.restore_crops([f.crop for f in faces])):
+            for face, restored in zip(faces, self.restore_crops([f.crop for f in faces], options)):
                 face.restored = restored
         else:
             for face in faces:
-                self._restore_with_reference(face)
+                self._restore_with_reference(face, options)
         for face in faces:
             face.restored = self._match_gray(face.restored, photo)
 
-    def _to_tensor(self, crops: list[np.ndarray]) -> torch.Tensor:
-        """float RGB [0, 1] HWC crops -> (N, 3, H, W) in [-1, 1] on the model's device."""
-        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(self.device) * 2 - 1
-
-    def _restore_with_reference(self, face: RestoredFace):
+    def _restore_with_reference(self, face: RestoredFace, options: RestoreOptions):
         """SAIR with the reference face most similar to this input face."""
+        references, reference_ids = self._reference(options.aligned)
         lq = self._to_tensor([face.crop])
         with torch.no_grad():
             query = self.sair.embed(lq)
-            sims = [float((query * r).sum()) for r in self.reference_ids]
+            sims = [float((query * r).sum()) for r in reference_ids]
         best = int(np.argmax(sims))
-        image, history = self.sair.restore(lq, self.reference_faces[best])
+        image, history = self.sair.restore(lq, references[best])
         face.restored = to_crops(image)[0]
         face.reference = {"face": best, "of": len(sims), "similarity": round(sims[best], 4), "seconds": round(history["seconds"], 2)}
 
-    def _guard(self, face: RestoredFace):
-        face.identity, face.drifted = self.guard.check(face.crop, face.restored)
-        if not face.drifted or self.on_drift != "fallback":
+    def drift_threshold(self, options: RestoreOptions) -> float:
+        return self.guard.threshold if options.drift_threshold is None else options.drift_threshold
+
+    def _check_identity(self, face: RestoredFace, options: RestoreOptions):
+        guard = self.guard
+        with self._guard_lock:
+            face.identity, face.drifted = guard.check(face.crop, face.restored, self.drift_threshold(options))
+
+    def _guard(self, face: RestoredFace, photo: Photo, options: RestoreOptions):
+        self._check_identity(face, options)
+        if not face.drifted or options.on_drift != "fallback":
             return
-        if self.fidelity < 1 and self.sair is None:
-            fidelity, self.fidelity = self.fidelity, 1.0
-            try:
-                face.restored = self.restore_crops([face.crop])[0]
-            finally:
-                self.fidelity = fidelity
-            face.identity, face.drifted = self.guard.check(face.crop, face.restored)
+        if options.fidelity < 1 and self.sair is None:
+            face.restored = self._match_gray(self.restore_crops([face.crop], replace(options, fidelity=1.0))[0], photo)
+            self._check_identity(face, options)
             face.action = "fidelity 1"
         if face.drifted:
             face.restored, face.action = face.crop, "kept input"
@@ -266,20 +299,21 @@ class FaceRestorer:
             return rgb.copy()  # faces are pasted in place
         return cv2.resize(rgb, out_size, interpolation=cv2.INTER_LANCZOS4)
 
-    def _restore_aligned(self, photo: Photo, timings: dict) -> RestoreResult:
+    def _restore_aligned(self, photo: Photo, options: RestoreOptions) -> RestoreResult:
         t = time.perf_counter()
         h, w = photo.rgb.shape[:2]
         crop = cv2.resize(photo.rgb, (self.size, self.size), interpolation=cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR)
         M = np.array([[self.size / w, 0, 0], [0, self.size / h, 0]], np.float32)
         face = RestoredFace(np.array([0, 0, w, h], np.float32), 1.0, np.zeros((5, 2), np.float32), M, crop, None)
-        self._restore_faces([face], photo)
-        if self.guard is not None:
-            self._guard(face)
-        out_size = (round(w * self.upscale), round(h * self.upscale))
+        self._restore_faces([face], photo, options)
+        if options.on_drift != "off":
+            self._guard(face, photo, options)
+        out_size = (round(w * options.upscale), round(h * options.upscale))
         source = photo.rgb if face.action == "kept input" else face.restored
         rgb = cv2.resize(source, out_size, interpolation=cv2.INTER_LANCZOS4)
         alpha = None if photo.alpha is None else cv2.resize(photo.alpha, out_size)
-        timings["restore"] = timings["total"] = time.perf_counter() - t
+        timings = {"restore": time.perf_counter() - t}
+        timings["total"] = timings["restore"]
         return RestoreResult(Photo(np.clip(rgb, 0, 1), alpha, photo.gray, photo.bits, photo.notes), [face], timings)
 
     @staticmethod
