@@ -30,9 +30,10 @@ class IdentityLoss(nn.Module):
         self.recognizer = recognizer
 
     def forward(self, output, gt):
+        # contiguous: facexlib's IR-SE50 flattens with .view, which a channels_last batch cannot take
         with torch.no_grad():
-            target = self.recognizer(face_region_112(gt))
-        return F.l1_loss(self.recognizer(face_region_112(output)), target)
+            target = self.recognizer(face_region_112(gt).contiguous())
+        return F.l1_loss(self.recognizer(face_region_112(output).contiguous()), target)
 
 
 class DlibIdentityLoss(nn.Module):
