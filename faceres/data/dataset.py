@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,9 @@ class DatasetOpts:
     subset: tuple[int | None, int | None] = (None, None)  # slice over the sorted file list
     degradation: DegradationOpts = field(default_factory=DegradationOpts)
     num_workers: int = 0
+    # decoded faces kept in RAM, least recently used dropped first; per process (each DataLoader
+    # worker has its own); 0 = decode every time. 512² RGB is 0.75 MB a face
+    cache_mb: float = 2048
 
 
 def list_faces(root: str | Path, subset=(None, None)) -> list[Path]:
@@ -56,6 +60,32 @@ def load_face(path: Path, size: int, center_crop: bool) -> tuple[np.ndarray, flo
     return np.ascontiguousarray(cv2.resize(img, (size, size), interpolation=interp)), size / side, (ox, oy)
 
 
+class ArrayCache:
+    """An LRU of decoded faces bounded by the bytes of their arrays; values are (array, ...) tuples."""
+
+    def __init__(self, max_mb: float):
+        self.max_bytes = int(max_mb * 2**20)
+        self.items: OrderedDict[int, tuple] = OrderedDict()
+        self.nbytes = 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def get(self, key: int, load):
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = load()
+        size = value[0].nbytes
+        if size <= self.max_bytes:
+            self.items[key] = value
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, old = self.items.popitem(last=False)
+                self.nbytes -= old[0].nbytes
+        return value
+
+
 class FaceDataset(Dataset):
     """Items are requested as (index, seed): the seed fixes flip and degradation for that draw."""
 
@@ -68,15 +98,15 @@ class FaceDataset(Dataset):
             missing = [f.name for f in self.files if f.name not in self.landmarks]
             if missing:
                 raise ValueError(f"{opts.landmarks}: no landmarks for {len(missing)} images, e.g. {missing[0]}")
-        self._cache: dict[int, tuple] = {}
+        if opts.cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0 (0 = no cache), got {opts.cache_mb}")
+        self.cache = ArrayCache(opts.cache_mb)
 
     def __len__(self):
         return len(self.files)
 
     def _face(self, index: int):
-        if index not in self._cache:
-            self._cache[index] = load_face(self.files[index], self.opts.size, self.opts.center_crop)
-        return self._cache[index]
+        return self.cache.get(index, lambda: load_face(self.files[index], self.opts.size, self.opts.center_crop))
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, key)
