@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,9 +12,10 @@ import torch
 from faceres.archs import StyleGAN2Discriminator, freeze_d
 from faceres.data import DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
 from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
-from faceres.data.dataset import list_faces
+from faceres.data.dataset import ArrayCache, list_faces, load_face
+from faceres.train.loop import latest_checkpoint, train
+from faceres.train.models import build_model
 from faceres.train.options import OptionsError, load_options
-from faceres.train.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "options/train_faceres_tiny.yml"
@@ -131,15 +133,16 @@ def test_missing_loss_weights_fail_loudly(shared, tmp_path, tiny_landmarks, monk
     monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path))
     opts = load_options(TINY, [f"datasets.train.landmarks={tiny_landmarks}"])
     with pytest.raises(OptionsError, match="VGG19"):
-        Trainer(opts, torch.device("cpu"))
+        build_model(opts, torch.device("cpu"))
     opts = load_options(TINY, [f"datasets.train.landmarks={tiny_landmarks}", "train.losses.feature_matching.type=discriminator_features"])
     with pytest.raises(OptionsError, match="ArcFace"):
-        Trainer(opts, torch.device("cpu"))
+        build_model(opts, torch.device("cpu"))
 
 
 # ------------------------------------------------------------------ training
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_tiny_training_with_every_paper_loss(shared, tmp_path, tiny_landmarks, loss_backbones, capsys):
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones)
     trainer = train(opts, "cpu")
@@ -154,7 +157,7 @@ def test_tiny_training_with_every_paper_loss(shared, tmp_path, tiny_landmarks, l
     assert (opts.experiment_dir / "visualization/val_00000004.png").is_file()
     # checkpoint round trip
     state = torch.load(opts.experiment_dir / "checkpoints/iter_00000004.pt", weights_only=True)
-    fresh = Trainer(opts, torch.device("cpu"))
+    fresh = build_model(opts, torch.device("cpu"))
     fresh.load_state_dict(state)
     assert fresh.iter == 4
     for a, b in zip(fresh.net_g.state_dict().values(), trainer.net_g.state_dict().values()):
@@ -165,6 +168,7 @@ def test_tiny_training_with_every_paper_loss(shared, tmp_path, tiny_landmarks, l
     assert config["size"] == 64
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_substitute_feature_loss_is_named_not_vgg(shared, tmp_path, tiny_landmarks, loss_backbones, capsys):
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.feature_matching.type=discriminator_features",
                      "train.total_iter=1")
@@ -173,28 +177,38 @@ def test_substitute_feature_loss_is_named_not_vgg(shared, tmp_path, tiny_landmar
     assert "discriminator-feature matching (not VGG)" in out and "l_dfeat" in out and "l_vgg" not in out
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, precision):
+    """A run stopped at iteration 2 and continued with `faceres train -opt RUN/options.yml` (the
+    options it saved) ends bit-identical to a straight run."""
+    from faceres.cli import main
+
     extra = ["train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features", "val.every=100",
              f"train.precision={precision}"]
     straight = train(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra), "cpu")
     opts_b = tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra)
     train(opts_b, "cpu", max_iters=2)
-    opts_b.path.resume = "auto"
-    resumed = train(opts_b, "cpu")
+    saved = opts_b.experiment_dir / "options.yml"
+    assert load_options(saved) == dataclasses.replace(opts_b, path=dataclasses.replace(opts_b.path, resume="auto"))
+    assert main(["train", "-opt", str(saved), "--device", "cpu"]) == 0
+    state = torch.load(latest_checkpoint(opts_b.experiment_dir), weights_only=True)
+    resumed = build_model(load_options(saved), torch.device("cpu"))
+    resumed.load_state_dict(state)
     assert resumed.iter == straight.iter == 4
     assert resumed.use_bf16 == (precision == "bf16")
-    assert all(p.dtype == torch.float32 for p in resumed.net_g.parameters())  # bf16 is autocast: weights stay fp32
+    assert all(v.dtype == torch.float32 for v in state["net_g"].values())  # bf16 is autocast: weights stay fp32
     for name in ("net_g", "net_g_ema", "net_d", "local_d"):
         sa, sb = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         for k in sa:
             assert torch.equal(sa[k], sb[k]), (name, k)
+    assert not list(opts_b.experiment_dir.glob("options_until_*.yml"))  # same options: nothing to keep aside
 
 
 def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none",
                      "train.losses.feature_matching.type=discriminator_features")
-    trainer = Trainer(opts, torch.device("cpu"))
+    trainer = build_model(opts, torch.device("cpu"))
     before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
     trainer.step(batch)
@@ -209,7 +223,7 @@ def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landm
 def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none", "train.losses.gan_global=0",
                      "train.losses.gan_local=0", "train.losses.feature_matching.weight=0")
-    trainer = Trainer(opts, torch.device("cpu"))
+    trainer = build_model(opts, torch.device("cpu"))
     d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
     g_before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
@@ -232,7 +246,7 @@ def test_prior_stage_then_restoration_from_its_export(shared, tmp_path, tiny_lan
     g, d = models / "prior_g_00000002.safetensors", models / "prior_d_00000002.safetensors"
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, f"path.prior_g={g}", f"path.prior_d={d}",
                      "train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features")
-    trainer = Trainer(opts, torch.device("cpu"))
+    trainer = build_model(opts, torch.device("cpu"))
     from faceres.checkpoints import load_state_dict_file
 
     sd = load_state_dict_file(g)
@@ -251,6 +265,7 @@ def test_frequency_losses_selectable_in_training(shared, tmp_path, tiny_landmark
         assert state["gfl"]["schedule"]["omega"] == trainer.gfl.schedule.omega
 
 
+@pytest.mark.slow  # > 20 s on 2 shared cores
 def test_ddp_two_processes_gloo(shared, tmp_path, tiny_landmarks, loss_backbones):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "faceres.cli",
            "train", "-opt", str(TINY), "--device", "cpu",
@@ -285,7 +300,7 @@ def test_sfmnet_trains_and_restores_aligned(shared, tmp_path):
 def test_noise_init_option_sets_injection_weights(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "network_g.noise_init=1.0", "train.losses.identity.type=none",
                      "train.losses.feature_matching.type=discriminator_features")
-    trainer = Trainer(opts, torch.device("cpu"))
+    trainer = build_model(opts, torch.device("cpu"))
     weights = [p for n, p in trainer.net_g.generator.named_parameters() if n.endswith("noise.weight")]
     assert weights and all(w.item() == 1.0 for w in weights)
 
@@ -314,11 +329,98 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     release = tmp_path / "release.safetensors"
     assert main(["export", str(tmp_path / "a/faceres_tiny/models/net_g_ema_00000002.safetensors"), "-o", str(release)]) == 0
     opts = tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra, f"path.init_state={release}")
-    trainer = Trainer(opts, torch.device("cpu"))
+    trainer = build_model(opts, torch.device("cpu"))
     trainer.init_from_release(opts.path.init_state)
     assert trainer.iter == first.iter == 2
     saved = load_state_dict_file(release)
     for k, v in trainer.net_g.state_dict().items():
         assert torch.equal(v, saved[k].float()), k
     with pytest.raises(OptionsError, match="architecture"):  # another architecture is refused, not half-loaded
-        Trainer(tiny_opts(tmp_path / "c", tiny_landmarks, loss_backbones, *extra[:-1]), torch.device("cpu")).init_from_release(str(release))
+        other = build_model(tiny_opts(tmp_path / "c", tiny_landmarks, loss_backbones, *extra[:-1]), torch.device("cpu"))
+        other.init_from_release(str(release))
+
+
+# ------------------------------------------------------------------ models, stages, run folder, cache
+
+
+def test_options_pick_the_training_model(shared, tmp_path, tiny_landmarks, loss_backbones):
+    from faceres.train.prior import PriorModel
+    from faceres.train.restoration import RestorationModel
+    from faceres.train.sfmnet import SFMNetModel
+
+    extra = ["train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features"]
+    cpu = torch.device("cpu")
+    assert type(build_model(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra), cpu)) is RestorationModel
+    assert type(build_model(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra, "train.mode=prior"), cpu)) is PriorModel
+    sfm = build_model(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra, "network_g.arch=sfmnet", "network_g.channels=8",
+                                "network_g.n_modules=1", "train.losses.gan_local=0"), cpu)
+    assert type(sfm) is SFMNetModel and sfm.local_d is None
+    assert [g["name"] for g in sfm.opt_g.param_groups] == ["sfmnet"]
+
+
+def test_cpu_recipe_stage_files_are_the_recorded_commands(shared):
+    """The three stage files give exactly the options of the three commands faceres-v0 was trained with."""
+    l1 = ["train.losses.gan_global=0", "train.losses.gan_local=0", "train.losses.feature_matching.weight=0"]
+    stage1 = ROOT / "options/train_faceres_128_cpu.yml"
+    assert load_options(stage1).train.total_iter == 1000
+    assert load_options(ROOT / "options/train_faceres_128_cpu_2a.yml") == load_options(stage1, [*l1, "train.total_iter=2000"])
+    stage2b = load_options(ROOT / "options/train_faceres_128_cpu_2b.yml")
+    assert stage2b == load_options(stage1, [*l1, "train.total_iter=9500", "train.milestones=[5000, 7500, 8500]"])
+    assert stage2b.name == "faceres_128_cpu" and stage2b.path.resume == "auto"  # continues stage 2a's run
+
+
+def test_base_file_merges_and_errors_name_it(shared, tmp_path):
+    child = tmp_path / "child.yml"
+    child.write_text(f"base: {TINY}\ntrain: {{losses: {{l1: 2, gan_local: 0}}}}\n")
+    opts = load_options(child)
+    assert opts.train.losses.l1 == 2 and opts.train.losses.gan_local == 0 and opts.train.losses.gan_global == 0.5
+    assert opts.train.total_iter == 4 and opts.train.losses.identity.type == "arcface"  # the rest of the section stays
+    child.write_text(f"base: {TINY}\ntrain: {{batchsize: 2}}\n")
+    with pytest.raises(OptionsError, match="train.batchsize"):
+        load_options(child)
+    child.write_text("base: missing.yml\n")
+    with pytest.raises(OptionsError, match="base .*missing.yml: no such options file"):
+        load_options(child)
+    child.write_text("base: child.yml\n")
+    with pytest.raises(OptionsError, match="nested base files"):
+        load_options(child)
+
+
+def test_a_changed_stage_keeps_the_previous_options(shared, tmp_path, tiny_landmarks, loss_backbones):
+    from faceres.train.loop import save_run_options
+
+    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none")
+    root = opts.experiment_dir
+    save_run_options(opts, root, 0)
+    save_run_options(opts, root, 2)  # resumed with the same options
+    assert sorted(p.name for p in root.iterdir()) == ["options.yml"]
+    stage2 = dataclasses.replace(opts, train=dataclasses.replace(opts.train, total_iter=8))
+    save_run_options(stage2, root, 4)
+    assert load_options(root / "options_until_00000004.yml").train.total_iter == 4
+    assert load_options(root / "options.yml").train.total_iter == 8
+
+
+def test_array_cache_is_bounded_least_recently_used():
+    face = lambda v: (np.full((64, 64, 3), v, np.uint8), 1.0)
+    cache = ArrayCache(max_mb=3 * 64 * 64 * 3 / 2**20)  # room for three faces
+    loads = []
+    get = lambda k: cache.get(k, lambda: loads.append(k) or face(k))
+    for k in (0, 1, 2, 0, 3):  # 0 was used again, so 1 is the least recent when 3 arrives
+        assert get(k)[0][0, 0, 0] == k
+    assert list(cache.items) == [2, 0, 3] and cache.nbytes == 3 * 64 * 64 * 3
+    get(1)
+    assert loads == [0, 1, 2, 3, 1]
+    off = ArrayCache(0)
+    off.get(0, lambda: face(0))
+    assert len(off) == 0 and off.nbytes == 0
+
+
+def test_dataset_cache_off_gives_the_same_items(shared):
+    root = str(shared / "data/celebahq-512/images")
+    cached = FaceDataset(DatasetOpts(root, size=64, subset=(0, 3), cache_mb=1))
+    uncached = FaceDataset(DatasetOpts(root, size=64, subset=(0, 3), cache_mb=0))
+    for key in [(0, 5), (1, 6), (0, 5), (2, 7)]:
+        a, b = cached[key], uncached[key]
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+    assert len(cached.cache) == 3 and len(uncached.cache) == 0
+    assert np.array_equal(cached.cache.items[2][0], load_face(cached.files[2], 64, False)[0])

@@ -274,11 +274,36 @@ def _read_text(path: Path) -> str:
         raise OptionsError(f"cannot read ({err.strerror or err})") from None
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_options_file(path: Path, depth: int = 0):
+    """The file's YAML; with `base: other.yml` (relative to this file) it is merged over that file:
+    mappings key by key, any other value replaced. A training stage names only what it changes."""
+    data = _yaml(_read_text(path), "options file")
+    if not isinstance(data, dict) or "base" not in data:
+        return data
+    if depth == 8:
+        raise OptionsError(f"{path}: more than 8 nested base files (a cycle?)")
+    base_path = path.parent / str(data.pop("base"))
+    try:
+        base = _read_options_file(base_path, depth + 1)
+    except OptionsError as err:
+        raise OptionsError(f"base {base_path}: {err}") from None
+    if not isinstance(base, dict):
+        raise OptionsError(f"base {base_path}: not a mapping of sections")
+    return _merge(base, data)
+
+
 def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
     """YAML -> Options. `${VAR}` expands from the environment (FACERES_SHARED defaults to ../shared);
     overrides are `dotted.key=yaml_value` strings. Every problem is an OptionsError of one line."""
     os.environ.setdefault("FACERES_SHARED", str(Path.cwd().parent / "shared"))
-    data = _yaml(_read_text(Path(path)), "options file")
+    data = _read_options_file(Path(path))
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise OptionsError(f"the options file must be a mapping of sections (name, datasets, train...), got a {type(data).__name__}")
@@ -290,6 +315,22 @@ def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
     opts = from_dict(Options, _expand(data))
     validate(opts)
     return opts
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def dump_options(opts: Options, resume: str | None = None) -> str:
+    """Options -> YAML that load_options reads back to equal Options (`resume` replaces path.resume)."""
+    data = _plain(dataclasses.asdict(opts))
+    if resume is not None:
+        data["path"]["resume"] = resume
+    return yaml.safe_dump(data, sort_keys=False, width=140)
 
 
 def _check_ranges(opts: Options):
