@@ -70,19 +70,29 @@ class AsymmetricCodec(nn.Module):
 
 
 class CodecPriorNet(StyleGAN2PriorNet):
-    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01):
+    """`input_skip` (not in the paper) adds the input face to the output, so the network learns a
+    correction: a mildly degraded face passes through from the first step. faceres-v1 uses it."""
+
+    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01,
+                 input_skip=False):
         super().__init__()
+        self.input_skip = input_skip
         if size & (size - 1) or not 64 <= size <= 1024:
             raise ValueError(f"size must be a power of two in 64..1024, got {size}")
         self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY, stylegan2_prior=True)
         self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow), style_dim, enc_blocks)
         self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp)
+        if input_skip:  # start as the identity: the correction is zero until training moves the RGB layers
+            for to_rgb in [self.generator.to_rgb1, *self.generator.to_rgbs]:
+                nn.init.zeros_(to_rgb.conv.weight)
 
     def forward(self, x, fidelity: float = 1.0, return_aux=False):
         """x: (B, 3, size, size) RGB in [-1, 1]. `fidelity` scales the decoder features fed
         to the noise branches: 1 = as trained (closest to the input), 0 = the prior alone."""
         code, feats, rgbs = self.codec(x)
         image, latent = self.generator(code, noise_from_features(feats, fidelity), return_latents=return_aux)
+        if self.input_skip:
+            image = image + x
         return (image, {"rgbs": rgbs, "latent": latent}) if return_aux else image
 
     def restore(self, x, fidelity: float = 1.0):
@@ -92,6 +102,10 @@ class CodecPriorNet(StyleGAN2PriorNet):
     def prior_inputs(self, x):
         code, feats, _ = self.codec(x)
         return code, noise_from_features(feats)
+
+    def synthesize(self, w_plus, noise, x):
+        image = super().synthesize(w_plus, noise, x)
+        return image + x if self.input_skip else image
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Seed 001 trains these with different learning rates: codec, StyleGAN2 prior, noise branches."""
