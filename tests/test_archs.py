@@ -5,7 +5,13 @@ import torch
 
 from faceres.archs import MMRB, CodecPriorNet, ComponentDiscriminator, GPENGenerator, StyleGAN2Discriminator, freeze_d
 from faceres.archs.stylegan2 import NoiseInjection, StyleGAN2Generator, upfirdn2d
-from faceres.checkpoints import discriminator_config_from_state_dict, gpen_config_from_state_dict, init_generator_from, load_model, save_model
+from faceres.checkpoints import (
+    discriminator_config_from_state_dict,
+    gpen_config_from_state_dict,
+    init_generator_from,
+    load_model,
+    save_model,
+)
 
 
 def numel(sd):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceres.checkpoints import read_metadata
 from faceres.cli import main
 from faceres.data.dataset import list_faces, load_face
 from faceres.data.degradations import degrade, sample_params
@@ -12,7 +13,6 @@ from faceres.metrics import psnr, ssim
 from faceres.pipeline import FaceRestorer
 from faceres.train.options import load_options
 from faceres.weights import DEFAULT_RESTORER, REPO_WEIGHTS_DIR, resolve
-from faceres.checkpoints import read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = REPO_WEIGHTS_DIR / "faceres_v0.safetensors"

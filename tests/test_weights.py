@@ -8,9 +8,9 @@ import torch
 
 from faceres import weights
 from faceres.archs import GPENGenerator
+from faceres.checkpoints import load_model, load_state_dict_file
 from faceres.cli import main
 from faceres.weights import WeightsError, WeightSpec, download, resolve
-from faceres.checkpoints import load_model, load_state_dict_file
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from ..archs.rrdbnet import RRDBNet
-from ..weights import resolve
 from ..checkpoints import load_state_dict_file
+from ..weights import resolve
 
 # facexlib/ParseNet labels kept in the paste mask: face, brows, eyes, glasses, ears, nose, mouth,
 # lips, hair (1-13) and earrings (15); background, hat, neck and cloth are left to the photo.
