@@ -31,9 +31,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 FLIP_CHOICES = {"auto": None, "on": True, "off": False}
 
 
-def add_flip_argument(p):
+def add_network_arguments(p):
     p.add_argument("--flip-ensemble", default="auto", choices=list(FLIP_CHOICES),
                    help="average each face with its restored mirror image (2x network time); auto: the model's default")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="network precision; auto: bf16 where the hardware computes it natively")
 
 
 def add_restore_parser(sub):
@@ -43,12 +45,10 @@ def add_restore_parser(sub):
     p.add_argument("--model", default=None, help="registry name or checkpoint path (default: faceres's shipped model)")
     p.add_argument("--detector", default="auto", help="auto | retinaface_resnet50 | retinaface_mobile0.25 | yunet | dlib")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="network precision; auto: bf16 where the hardware computes it natively")
     p.add_argument("-s", "--upscale", type=float, default=2, help="output scale of the whole photo (default 2)")
     p.add_argument("--fidelity", type=float, default=1.0,
                    help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)")
-    add_flip_argument(p)
+    add_network_arguments(p)
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned face crops")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     p.add_argument("--min-eye-distance", type=float, default=5.0, help="ignore faces smaller than this (pixels between eyes)")
@@ -246,13 +246,13 @@ def cmd_testset(args) -> int:
 
 
 def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0,
-                   flip_ensemble: bool | None = None) -> Path:
+                   flip_ensemble: bool | None = None, precision: str = "auto") -> Path:
     """Run a model on aligned LQ faces; outputs at the LQ images' size."""
     from .pipeline.images import Photo, encode_image, load_photo, write_atomic
     from .pipeline.options import RestoreOptions
     from .pipeline.restorer import FaceRestorer
 
-    restorer = FaceRestorer(model, device=device)
+    restorer = FaceRestorer(model, device=device, precision=precision)
     options = RestoreOptions(aligned=True, upscale=1, fidelity=fidelity, flip_ensemble=flip_ensemble)
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(p for p in lq.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
@@ -273,7 +273,7 @@ def add_evaluate_parser(sub):
     p.add_argument("-o", "--output", type=Path, default=Path("results/evaluate"))
     p.add_argument("--no-identity", action="store_true", help="skip identity (dlib) and LMD")
     p.add_argument("--fidelity", type=float, default=1.0)
-    add_flip_argument(p)
+    add_network_arguments(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--plot", action="store_true", help="distributions figure and a worst/best contact sheet")
     p.set_defaults(func=cmd_evaluate)
@@ -297,7 +297,7 @@ def cmd_evaluate(args) -> int:
         restored = args.restored
         if args.model:
             restored = restore_folder(args.model, args.lq, args.output / "restored", args.device, args.fidelity,
-                                      FLIP_CHOICES[args.flip_ensemble])
+                                      FLIP_CHOICES[args.flip_ensemble], args.precision)
         folders = ({"input": args.lq} if args.lq else {}) | {args.model or str(args.restored): restored}
         scored = {name: score_folder(folder, args.gt, suite) for name, folder in folders.items()}
         results = {name: rows for name, (rows, _) in scored.items()}
