@@ -1,0 +1,33 @@
+"""bf16 inference (`prepare_for_inference`) agrees with fp32 on the shipped model's real output."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from faceres.checkpoints import load_model
+from faceres.data.dataset import list_faces, load_face
+from faceres.devices import prepare_for_inference, use_bf16
+from faceres.weights import DEFAULT_RESTORER
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+    with pytest.raises(ValueError, match="precision"):
+        use_bf16("fp16", cpu)
+
+
+def test_bf16_restoration_matches_fp32_above_40_db(shared):
+    net, _ = load_model(DEFAULT_RESTORER)
+    size = net.spec.size
+    faces = [load_face(p, size, False)[0] for p in list_faces(shared / "data/celebahq-512/images", (0, 4))]
+    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        ref = prepare_for_inference(copy.deepcopy(net), "fp32").restore(x)
+        bf16_net = prepare_for_inference(copy.deepcopy(net), "bf16")
+        out = bf16_net.restore(x)
+    assert next(bf16_net.parameters()).dtype == torch.bfloat16 and out.dtype == torch.float32
+    mse = float(((out - ref) / 2).pow(2).mean())
+    assert 10 * np.log10(1 / mse) >= 40
