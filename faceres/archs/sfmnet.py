@@ -19,8 +19,9 @@ from .contract import RestorationNet, RestorerSpec
 
 
 def amplitude_phase(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = torch.fft.rfft2(x, norm="ortho")
-    return spec.abs(), spec.angle()
+    """In the input's dtype; the FFT itself runs in fp32 (there is no bf16 FFT)."""
+    spec = torch.fft.rfft2(x.float(), norm="ortho")
+    return spec.abs().to(x.dtype), spec.angle().to(x.dtype)
 
 
 class FrequencyBranch(nn.Module):
@@ -34,8 +35,8 @@ class FrequencyBranch(nn.Module):
     def forward(self, x):
         amp, pha = amplitude_phase(x)
         amp, pha = amp + self.amp(amp), pha + self.pha(pha)
-        spec = torch.polar(amp.clamp_min(0), pha)
-        return torch.fft.irfft2(spec, s=x.shape[-2:], norm="ortho")
+        spec = torch.polar(amp.clamp_min(0).float(), pha.float())
+        return torch.fft.irfft2(spec, s=x.shape[-2:], norm="ortho").to(x.dtype)
 
 
 class SpatialBranch(nn.Module):
