@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 
@@ -18,13 +16,13 @@ def fail(message: str, code: int = 2) -> int:
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' with 0 <= i < n; 'auto' reads RANK/WORLD_SIZE (torchrun)."""
     if text == "auto":
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        text = f"{os.environ.get('RANK', 0)}/{os.environ.get('WORLD_SIZE', 1)}"  # RANK/WORLD_SIZE checked as i/n
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--shard expects i/n, got {text!r}") from None
     if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+        raise argparse.ArgumentTypeError(f"--shard {text} (RANK/WORLD_SIZE for auto): need 0 <= i < n")
     return i, n
 
 
@@ -41,7 +39,7 @@ def add_network_arguments(p):
 def add_restore_parser(sub):
     p = sub.add_parser("restore", help="restore faces in photos (files, folders or globs)")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", default=None, help="registry name or checkpoint path (default: faceres's shipped model)")
     p.add_argument("--detector", default="auto", help="auto | retinaface_resnet50 | retinaface_mobile0.25 | yunet | dlib")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -60,6 +58,7 @@ def add_restore_parser(sub):
     p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="i/n", help="process every n-th file from i (0-based)")
     p.add_argument("--no-faces", action="store_true", help="write restored_imgs only (no per-face outputs)")
     p.add_argument("--max-pixels", type=float, default=80e6, help="reject larger images (default 80 MP)")
+    p.add_argument("--max-output-pixels", type=float, default=100e6, help="reject photos whose result would be larger (default 100 MP)")
     p.add_argument("--bg-upsampler", default="none", choices=["none", "realesrgan"], help="upsample the background (Real-ESRGAN x2)")
     p.add_argument("--on-drift", default="flag", choices=["off", "flag", "fallback"],
                    help="identity-drift guard: flag faces whose identity moved (report), or fall back to fidelity 1 / the input face")
@@ -72,56 +71,10 @@ def add_restore_parser(sub):
     p.set_defaults(func=cmd_restore)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def cmd_restore(args) -> int:
-    from tqdm import tqdm
+    from .restore_cmd import cmd_restore as run
 
-    from .pipeline.batch import plan_jobs, restore_jobs
-    from .pipeline.images import ImageError
-    from .pipeline.options import RestoreOptions
-    from .pipeline.reference import SAIRConfig
-    from .pipeline.restorer import FaceRestorer
-    from .weights import DEFAULT_RESTORER, WeightsError
-
-    model = args.model or DEFAULT_RESTORER
-    try:
-        options = RestoreOptions(upscale=args.upscale, fidelity=args.fidelity, only_center_face=args.only_center_face,
-                                 aligned=args.aligned, min_eye_distance=args.min_eye_distance,
-                                 flip_ensemble=FLIP_CHOICES[args.flip_ensemble], on_drift=args.on_drift,
-                                 drift_threshold=args.drift_threshold)
-        jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, ext=args.ext, suffix=args.suffix, shard=args.shard)
-        if not jobs:
-            return fail(f"no images found in {' '.join(args.inputs)}")
-        args.output.mkdir(parents=True, exist_ok=True)
-        restorer = FaceRestorer(model, detector=args.detector, device=args.device, precision=args.precision,
-                                batch_size=args.batch_size, bg_upsampler=args.bg_upsampler, parse=args.parse,
-                                reference=args.reference, sair=SAIRConfig(steps=args.reference_steps))
-        restorer.prepare(options)
-    except (WeightsError, ValueError, OSError, ImageError) as err:
-        return fail(str(err))
-    detector = "none (aligned input)" if options.aligned else restorer.detector_name
-    print(f"faceres: model {model} on {restorer.device}, detector {detector}, {len(jobs)} image(s)", file=sys.stderr)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    bar, t0 = tqdm(total=len(jobs), unit="img", file=sys.stderr), time.perf_counter()
-
-    def on_entry(entry, report):
-        if "error" in entry:
-            tqdm.write(f"faceres: {entry['input']}: {entry['error']}", file=sys.stderr)
-        bar.update(1)
-        bar.set_postfix(faces=report.faces, faces_per_s=f"{report.faces / (time.perf_counter() - t0):.2f}")
-
-    report = restore_jobs(jobs, args.output, restorer, options, overwrite=args.overwrite, faces=not args.no_faces,
-                          max_pixels=int(args.max_pixels), shard=args.shard, model_name=model, on_entry=on_entry)
-    bar.close()
-    if report.interrupted:
-        print("faceres: interrupted; finished outputs are complete, re-run to continue", file=sys.stderr)
-    if report.write_error:
-        print(f"faceres: cannot write report: {report.write_error}", file=sys.stderr)
-    print(f"faceres: {report.ok} ok, {report.failed} failed, {report.faces} faces -> {args.output}", file=sys.stderr)
-    return 130 if report.interrupted else (1 if report.failed else 0)
+    return run(args)
 
 
 def add_weights_parser(sub):
@@ -359,10 +312,10 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_app(args) -> int:
+def cmd_app(app_args: list[str]) -> int:
     from .webapp import main as app_main
 
-    app_main(args.app_args)
+    app_main(app_args)
     return 0
 
 
@@ -377,13 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_fid_stats_parser(sub)
     add_export_parser(sub)
-    app = sub.add_parser("app", help="start the web demo (needs the app extra); options as `python app.py --help`")
-    app.add_argument("app_args", nargs=argparse.REMAINDER)
-    app.set_defaults(func=cmd_app)
+    sub.add_parser("app", help="start the web demo (needs the app extra); options as `python app.py --help`", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"]:  # every later argument is the app's (argparse.REMAINDER in a subparser drops options)
+        return cmd_app(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ON_DRIFT = ("off", "flag", "fallback")
+MIN_UPSCALE, MAX_UPSCALE = 0.1, 16  # outside: a blank or an absurd canvas; the output-pixel cap bounds memory within
 
 
 def require(ok: bool, message: str) -> None:
@@ -49,6 +50,7 @@ class RestoreOptions:
         for name in ("upscale", "fidelity", "min_eye_distance"):
             _finite_number(name, getattr(self, name))
         require(self.upscale > 0, f"upscale must be positive, got {self.upscale}")
+        require(MIN_UPSCALE <= self.upscale <= MAX_UPSCALE, f"upscale must be in [{MIN_UPSCALE}, {MAX_UPSCALE}], got {self.upscale}")
         require(0 <= self.fidelity <= 1, f"fidelity must be in [0, 1], got {self.fidelity}")
         require(self.min_eye_distance >= 0, f"min_eye_distance must be >= 0, got {self.min_eye_distance}")
         for name in ("only_center_face", "aligned"):

@@ -164,6 +164,11 @@ class SAIR:
 # Calibrated by bench/drift_roc.py (see docs/identity_drift.md): dlib descriptors on the FFHQ-template
 # chip, degraded input vs clean photo of the same / another person, aligned as `faceres restore` aligns.
 DEFAULT_DRIFT_THRESHOLD = 0.881
+FLAT_STD = 2 / 255  # a restored face less varied than this (std over all pixels) is blank
+
+
+def is_flat(face: np.ndarray) -> bool:
+    return not np.isfinite(face).all() or float(np.std(face)) < FLAT_STD
 
 
 class IdentityGuard:
@@ -188,6 +193,7 @@ class IdentityGuard:
         return cosine(self._embed([input_face])[0], self._embed([restored_face])[0])
 
     def check(self, input_face: np.ndarray, restored_face: np.ndarray, threshold: float | None = None) -> tuple[float, bool]:
-        """(similarity, drifted); `threshold` None: the guard's own."""
+        """(similarity, drifted); `threshold` None: the guard's own. A (near) constant restored face, e.g. black
+        from NaN weights, is drifted whatever its embedding says: it has no face left to compare."""
         s = self.similarity(input_face, restored_face)
-        return s, s < (self.threshold if threshold is None else threshold) or math.isnan(s)
+        return s, s < (self.threshold if threshold is None else threshold) or math.isnan(s) or is_flat(restored_face)
