@@ -10,7 +10,10 @@ or checkpoint supplied by a visitor.
 from __future__ import annotations
 
 import argparse
+import atexit
+import importlib.util
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -22,16 +25,94 @@ import numpy as np
 
 from .pipeline import FaceRestorer, RestoreOptions
 from .pipeline.images import ImageError, encode_image, load_photo, to_uint8, write_atomic
+from .pipeline.runchecks import check_output_pixels, header_size
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
 
 MAX_UPLOAD = os.environ.get("FACERES_APP_MAX_UPLOAD", "20mb")
 MAX_PIXELS = int(float(os.environ.get("FACERES_APP_MAX_PIXELS", 25e6)))
-MAX_OUTPUT_PIXELS = int(float(os.environ.get("FACERES_APP_MAX_OUTPUT_PIXELS", 100e6)))  # 1.2 GB as a float canvas
+MAX_OUTPUT_PIXELS = int(float(os.environ.get("FACERES_APP_MAX_OUTPUT_PIXELS", 64e6)))  # peak RSS measured in the README
+RESULT_TTL_S = 900  # the page promises deletion after about 15 minutes
+PREVIEW_MAX_SIDE = 4096  # the before/after preview is WebP (at most 16383 px a side); downloads keep full resolution
 CONCURRENCY = int(os.environ.get("FACERES_APP_CONCURRENCY", 2))  # requests served at once, sharing the restorers
 MAX_RESTORERS = 2  # (model, detector, background) combinations kept loaded
 MAX_FILES = 8
 TIME_BUDGET_S = float(os.environ.get("FACERES_APP_TIMEOUT", 300))
 DETECTORS = ["auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet", "dlib"]
+WEIGHTS_OF = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobilenet0.25", "yunet": "yunet",
+              "realesrgan": "realesrgan-x2"}
+
+
+def missing_weights(choice: str) -> str | None:
+    """Why a detector or upsampler cannot run here, in words for a visitor (no server paths); None if it can.
+    Only files already on disk count: a request never starts a download."""
+    if choice == "dlib":
+        return None if importlib.util.find_spec("dlib") else "the dlib detector is not installed on this server"
+    if choice not in WEIGHTS_OF:
+        return None
+    try:
+        resolve(WEIGHTS_OF[choice], allow_download=False)
+        return None
+    except WeightsError:
+        return f"the weights of {choice} are not installed on this server; choose another"
+
+
+class ResultStore:
+    """Per-request result folders under one root; folders older than `ttl` seconds are deleted by `sweep`
+    (run every minute by a daemon thread), the whole root at shutdown."""
+
+    def __init__(self, ttl: float = RESULT_TTL_S):
+        self.root, self.ttl = Path(tempfile.mkdtemp(prefix="faceres-app-")), ttl
+
+    def new_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.root))
+
+    def sweep(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        old = [d for d in self.root.iterdir() if now - d.stat().st_mtime > self.ttl]
+        for d in old:
+            shutil.rmtree(d, ignore_errors=True)
+        return len(old)
+
+    def start(self, every: float = 60) -> ResultStore:
+        def loop():
+            while self.root.is_dir():
+                time.sleep(every)
+                self.sweep()
+
+        threading.Thread(target=loop, daemon=True, name="faceres-results-sweep").start()
+        atexit.register(self.close)
+        return self
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_store: ResultStore | None = None
+
+
+def result_store() -> ResultStore:
+    global _store
+    with _restorers_lock:
+        if _store is None:
+            _store = ResultStore().start()
+        return _store
+
+
+def preview(rgb: np.ndarray) -> np.ndarray:
+    """uint8 copy at most PREVIEW_MAX_SIDE a side."""
+    scale = PREVIEW_MAX_SIDE / max(rgb.shape[:2])
+    if scale < 1:
+        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    return to_uint8(rgb)
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`<stem>_restored.png`, then `<stem>_2_restored.png`, ...: two uploads of one name get two results."""
+    stem, n = Path(name).stem, 1
+    while (candidate := f"{stem}{'' if n == 1 else f'_{n}'}_restored.png").casefold() in taken:
+        n += 1
+    taken.add(candidate.casefold())
+    return candidate
 
 
 def available_models() -> list[str]:
@@ -76,14 +157,18 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         return error_result("upload at least one photo.")
     if model not in allowed_models:
         return error_result("unknown model.")
-    files = files[:MAX_FILES]
+    if len(files) > MAX_FILES:
+        return error_result(f"at most {MAX_FILES} photos per request; you sent {len(files)}. Restore them in smaller groups.")
+    for choice in (detector, bg):
+        if (why := missing_weights(choice)) is not None:
+            return error_result(why + ".")
     try:
         options = RestoreOptions(upscale=float(upscale), fidelity=float(fidelity), aligned=bool(aligned), on_drift="flag")
         restorer = get_restorer(model, detector, bg)
         restorer.prepare(options)
     except (WeightsError, ValueError) as err:
         return error_result(str(err))
-    out_dir = Path(tempfile.mkdtemp(prefix="faceres-app-"))
+    out_dir, taken = result_store().new_dir(), set()
     start, gallery, downloads, lines, first = time.perf_counter(), [], [], [], None
     for path in files:
         name = Path(path).name
@@ -91,11 +176,11 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
             lines.append(f"- **{name}**: skipped, the request ran past {TIME_BUDGET_S:.0f} s")
             continue
         try:
+            size = header_size(path)
+            if size is not None:  # before decoding
+                check_output_pixels(size, options.upscale, MAX_OUTPUT_PIXELS, "this server's limit")
             photo = load_photo(path, MAX_PIXELS)
-            out_mp = photo.rgb.shape[0] * photo.rgb.shape[1] * options.upscale**2 / 1e6
-            if out_mp > MAX_OUTPUT_PIXELS / 1e6:
-                raise ImageError(f"the result would be {out_mp:.0f} MP, over this server's {MAX_OUTPUT_PIXELS / 1e6:.0f} MP; "
-                                 "lower the upscale")
+            check_output_pixels(photo.rgb.shape[1::-1], options.upscale, MAX_OUTPUT_PIXELS, "this server's limit")
         except ImageError as err:
             if len(files) == 1:
                 return error_result(f"{name}: {err}")
@@ -104,7 +189,7 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         t = time.perf_counter()
         result = restorer.restore(photo, options)
         seconds = time.perf_counter() - t
-        target = out_dir / f"{Path(name).stem}_restored.png"
+        target = out_dir / unique_name(name, taken)
         write_atomic(target, encode_image(result.photo, "png"))
         downloads.append(str(target))
         gallery += [(to_uint8(np.concatenate([f.crop, f.restored], axis=1)), f"{name} face {i + 1}: input | restored")
@@ -114,8 +199,8 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         lines += [f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.drift_threshold(options)}); "
                   "try a higher fidelity" for i, f in enumerate(result.faces) if f.drifted]
         if first is None:
-            before = cv2.resize(photo.rgb, result.image.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
-            first = (to_uint8(before), to_uint8(result.image))
+            after = preview(result.image)
+            first = (to_uint8(cv2.resize(photo.rgb, after.shape[1::-1], interpolation=cv2.INTER_AREA)), after)
     detector_name = "none (aligned input)" if options.aligned else restorer.detector_name
     status = f"**{detector_name}** detector, model **{model}**, total {time.perf_counter() - start:.1f} s\n\n" + "\n".join(lines)
     return first, gallery, status, downloads
@@ -126,7 +211,9 @@ def build_demo(models: list[str]):
 
     with gr.Blocks(title="faceres — face restoration", delete_cache=(600, 900)) as demo:
         gr.Markdown("# faceres\nRestore faces in old and degraded photos. Files are processed on this server and "
-                    "deleted after about 15 minutes.")
+                    f"deleted after about {RESULT_TTL_S // 60} minutes. Limits: up to {MAX_FILES} photos per request, "
+                    f"{MAX_UPLOAD} and {MAX_PIXELS / 1e6:.0f} MP per photo, results up to {MAX_OUTPUT_PIXELS / 1e6:.0f} MP "
+                    "(photo pixels × upscale²).")
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="upload")
@@ -140,7 +227,7 @@ def build_demo(models: list[str]):
             with gr.Column(scale=2):
                 slider = gr.ImageSlider(label="Before / after", elem_id="result", type="numpy")
                 status = gr.Markdown(elem_id="status")
-                faces = gr.Gallery(label="Faces: input | restored", columns=3, elem_id="faces")
+                faces = gr.Gallery(label="Faces: input | restored", columns=2, object_fit="contain", elem_id="faces")
                 download = gr.File(label="Download full resolution", file_count="multiple", elem_id="download")
         run.click(lambda *a: restore_files(*a, allowed_models=models), [files, model, detector, upscale, fidelity, bg, aligned],
                   [slider, faces, status, download], concurrency_limit=CONCURRENCY)

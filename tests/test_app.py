@@ -88,6 +88,10 @@ def test_restore_t1_in_the_browser(page, app_url, shared):
     assert restored.shape == (original.shape[0] * 2, original.shape[1] * 2, 3)
     assert np.abs(cv2.resize(restored, original.shape[1::-1]).astype(float) - original).mean() > 0.5
     assert page.locator("#faces img").count() >= 6
+    thumb = page.locator("#faces img").first  # whole "input | restored" pairs, not cropped to a square
+    assert thumb.evaluate("e => getComputedStyle(e).objectFit") == "contain"
+    assert thumb.evaluate("e => e.naturalWidth / e.naturalHeight") == pytest.approx(2.0)
+    assert "at most" not in status and "results up to 64 MP" in page.content()
     assert page.locator("#result img").count() >= 1
 
 
@@ -126,3 +130,80 @@ def test_concurrent_requests_share_one_restorer(tiny_model, weights_env, shared,
         assert "face(s)" in status and len(downloads) == 1
         np.testing.assert_array_equal(first[1], first_alone[1])
     assert np.abs(alone[0][0][1].astype(int) - alone[1][0][1]).max() > 10  # the two fidelities really differ
+
+
+# ------------------------------------------------------------------- issue 18: limits, results, choices
+
+
+def wide_photo(path, width=4200, height=60):
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8))
+    return str(path)
+
+
+@pytest.fixture
+def fresh_app(tmp_path, monkeypatch):
+    from collections import OrderedDict
+
+    from faceres import webapp
+
+    monkeypatch.setattr(webapp, "_restorers", OrderedDict())
+    store = webapp.ResultStore()
+    monkeypatch.setattr(webapp, "_store", store)
+    yield webapp
+    store.close()
+
+
+def test_more_than_eight_files_is_a_message(fresh_app, tiny_model, tmp_path):
+    files = [wide_photo(tmp_path / f"p{i}.png", 64, 64) for i in range(9)]
+    _, _, status, downloads = fresh_app.restore_files(files, str(tiny_model), "auto", 1, 1, "none", True, [str(tiny_model)])
+    assert "at most 8 photos per request; you sent 9" in status and downloads == []
+
+
+def test_same_names_get_distinct_results_and_a_wide_result_a_small_preview(fresh_app, tiny_model, weights_env, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [wide_photo(tmp_path / "a" / "photo.png"), wide_photo(tmp_path / "b" / "photo.png", 4200, 50)]
+    model = str(tiny_model)
+    first, _, status, downloads = fresh_app.restore_files(files, model, "retinaface_mobile0.25", 4, 1, "none", False, [model])
+    assert [Path(d).name for d in downloads] == ["photo_restored.png", "photo_2_restored.png"], status
+    assert [cv2.imread(d).shape for d in downloads] == [(240, 16800, 3), (200, 16800, 3)]  # full resolution, over WebP's 16383
+    assert first[1].shape == (59, 4096, 3) and first[0].shape == first[1].shape  # the preview fits WebP
+    assert all(Path(d).is_relative_to(fresh_app._store.root) for d in downloads)
+
+
+def test_results_are_deleted_after_their_time_and_at_shutdown(tmp_path):
+    import os
+
+    from faceres.webapp import ResultStore
+
+    store = ResultStore(ttl=900)
+    old, new = store.new_dir(), store.new_dir()
+    (old / "x_restored.png").write_bytes(b"png")
+    os.utime(old, (time.time() - 901, time.time() - 901))
+    assert store.sweep() == 1 and not old.exists() and new.exists()
+    store.close()
+    assert not store.root.exists()
+
+
+def test_absent_detector_or_upsampler_weights_are_named_without_paths(fresh_app, tiny_model, tmp_path, monkeypatch):
+    from faceres import weights
+
+    monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "download", lambda *a, **k: pytest.fail("a request started a download"))
+    photo, model = wide_photo(tmp_path / "p.png", 64, 64), str(tiny_model)
+    for detector, bg, name in [("retinaface_resnet50", "none", "retinaface_resnet50"), ("yunet", "realesrgan", "yunet"),
+                               ("auto", "realesrgan", "realesrgan")]:
+        if fresh_app.missing_weights(name) is None:
+            continue  # present in an installed package: nothing to refuse
+        _, _, status, _ = fresh_app.restore_files([photo], model, detector, 1, 1, bg, False, [model])
+        assert f"the weights of {name} are not installed on this server" in status and "/" not in status, status
+
+
+def test_faceres_app_passes_host_port_and_model(monkeypatch):
+    from faceres import cli, webapp
+
+    seen = []
+    monkeypatch.setattr(webapp, "main", seen.append)
+    assert cli.main(["app", "--port", "7861", "--host", "0.0.0.0", "--model", "m"]) == 0
+    assert seen == [["--port", "7861", "--host", "0.0.0.0", "--model", "m"]]
