@@ -207,3 +207,12 @@ def test_faceres_app_passes_host_port_and_model(monkeypatch):
     monkeypatch.setattr(webapp, "main", seen.append)
     assert cli.main(["app", "--port", "7861", "--host", "0.0.0.0", "--model", "m"]) == 0
     assert seen == [["--port", "7861", "--host", "0.0.0.0", "--model", "m"]]
+
+
+def test_result_over_the_cap_is_refused_before_decoding(fresh_app, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(fresh_app, "MAX_OUTPUT_PIXELS", 1_000_000)
+    monkeypatch.setattr(fresh_app, "load_photo", lambda *a: pytest.fail("decoded although the result is over the cap"))
+    photo, model = wide_photo(tmp_path / "big.png", 800, 400), str(tiny_model)
+    _, _, status, downloads = fresh_app.restore_files([photo], model, "auto", 4, 1, "none", False, [model])
+    assert "big.png: the result would be 3200x1600 px (5 MP), over this server's limit of 1 MP; use an upscale of at most 1.76" in status
+    assert downloads == [] and "raise --max-output-pixels" not in status
