@@ -39,8 +39,26 @@ def gfpgan_file(folder: Path) -> Path:
 def run(model: str, faces: Path, out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "faceres.cli", "restore", str(faces), "--aligned", "-o", str(out), "--model", model,
-                    "-s", "1", "--device", "cpu"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "faceres.cli",
+            "restore",
+            str(faces),
+            "--aligned",
+            "-o",
+            str(out),
+            "--model",
+            model,
+            "-s",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - t
 
 
@@ -62,8 +80,18 @@ def main():
         print(f"{name:20s} {sec:.1f} s for {args.faces} faces (whole process)")
     print(f"default / GFPGAN: {ratio:.2f}")
     out = Path(__file__).parent / "results/cli_aligned.json"
-    out.write_text(json.dumps({"date": str(date.today()), "faces": args.faces, "models": models, "seconds": seconds,
-                               "ratio_default_to_gfpgan": round(ratio, 3)}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "date": str(date.today()),
+                "faces": args.faces,
+                "models": models,
+                "seconds": seconds,
+                "ratio_default_to_gfpgan": round(ratio, 3),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

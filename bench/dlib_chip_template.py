@@ -70,10 +70,16 @@ def main():
         x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
         fixed = net(DlibFaceChip(mean)(x))
     dist = (own - fixed).norm(dim=1).numpy()
-    result = {"fit_faces": len(points), "landmarks_512": np.round(mean, 2).tolist(),
-              "landmark_std_px": np.round(np.std(points, 0), 2).tolist(),
-              "check_faces": len(chips), "distance_mean": float(dist.mean()), "distance_median": float(np.median(dist)),
-              "distance_max": float(dist.max()), "same_person_threshold": 0.6}
+    result = {
+        "fit_faces": len(points),
+        "landmarks_512": np.round(mean, 2).tolist(),
+        "landmark_std_px": np.round(np.std(points, 0), 2).tolist(),
+        "check_faces": len(chips),
+        "distance_mean": float(dist.mean()),
+        "distance_median": float(np.median(dist)),
+        "distance_max": float(dist.max()),
+        "same_person_threshold": 0.6,
+    }
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

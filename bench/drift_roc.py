@@ -46,10 +46,16 @@ def roc_summary(genuine: np.ndarray, impostor: np.ndarray, tpr: float) -> dict:
     youden = [(genuine >= t).mean() - (impostor >= t).mean() for t in candidates]
     threshold = float(candidates[int(np.argmax(youden))])  # operating point: max TPR - FPR
     at_tpr = float(np.quantile(genuine, 1 - tpr))
-    return {"auc": round(roc_auc(genuine, impostor), 4), "threshold": round(threshold, 4),
-            "tpr": round(float((genuine >= threshold).mean()), 3), "fpr": round(float((impostor >= threshold).mean()), 3),
-            f"threshold_at_tpr_{tpr}": round(at_tpr, 4), f"fpr_at_tpr_{tpr}": round(float((impostor >= at_tpr).mean()), 3),
-            "genuine_mean": round(float(genuine.mean()), 4), "impostor_mean": round(float(impostor.mean()), 4)}
+    return {
+        "auc": round(roc_auc(genuine, impostor), 4),
+        "threshold": round(threshold, 4),
+        "tpr": round(float((genuine >= threshold).mean()), 3),
+        "fpr": round(float((impostor >= threshold).mean()), 3),
+        f"threshold_at_tpr_{tpr}": round(at_tpr, 4),
+        f"fpr_at_tpr_{tpr}": round(float((impostor >= at_tpr).mean()), 3),
+        "genuine_mean": round(float(genuine.mean()), 4),
+        "impostor_mean": round(float(impostor.mean()), 4),
+    }
 
 
 def ffhq_crop(path: Path, detector, size: int = SIZE) -> np.ndarray | None:
@@ -109,8 +115,9 @@ def main():
     for align in ("celeba", "ffhq"):
         first = [f.astype(np.float32) / 255 for f in crops([by_id[i][0] for i in ids], align, detector)]
         second = [f.astype(np.float32) / 255 for f in crops([by_id[i][1] for i in ids], align, detector)]
-        degraded = [np.clip(degrade(a, sample_params(np.random.default_rng([7, n]), deg), deg.blur_kernel_size), 0, 1)
-                    for n, a in enumerate(first)]
+        degraded = [
+            np.clip(degrade(a, sample_params(np.random.default_rng([7, n]), deg), deg.blur_kernel_size), 0, 1) for n, a in enumerate(first)
+        ]
         for how in ("chip", "template"):
             d, c = embed(degraded, how, models), embed(second, how, models)
             genuine = cosines(d, c)

@@ -1,6 +1,6 @@
 """Side-by-side examples (input | restored) for the README, from real photos in ../shared/data.
 
-    FACERES_WEIGHTS_DIR=../shared/weights python bench/examples.py [--model faceres-v0]
+FACERES_WEIGHTS_DIR=../shared/weights python bench/examples.py [--model faceres-v0]
 """
 
 from __future__ import annotations

@@ -104,20 +104,43 @@ def main():
             net = prepare_for_inference(copy.deepcopy(base), precision, "cpu")
             sec = seconds_per_face(net, x, args.repeats)
             share = gflops / 1e3 / sec / ceiling if precision == "bf16" else None
-            rows.append({"model": name, "precision": precision, "seconds_per_face": round(sec, 4), "gflops": round(gflops, 1),
-                         "ceiling_share": None if share is None else round(share, 3)})
+            rows.append(
+                {
+                    "model": name,
+                    "precision": precision,
+                    "seconds_per_face": round(sec, 4),
+                    "gflops": round(gflops, 1),
+                    "ceiling_share": None if share is None else round(share, 3),
+                }
+            )
             print(f"{name:14s} {precision}: {sec:.3f} s/face, {gflops:.0f} GFLOP" + (f", {share:.0%} of the ceiling" if share else ""))
             if args.profile and name == "default" and precision == "bf16":
                 profile(net, x)
     best = {r["model"]: min(o["seconds_per_face"] for o in rows if o["model"] == r["model"]) for r in rows}
-    ratios = {f"{a}/{b}": round(best[a] / best[b], 2) for a in ("faceres-512", "default") for b in ("gfpgan", "gpen-512")
-              if a in best and b in best}
+    ratios = {
+        f"{a}/{b}": round(best[a] / best[b], 2)
+        for a in ("faceres-512", "default")
+        for b in ("gfpgan", "gpen-512")
+        if a in best and b in best
+    }
     print(json.dumps(ratios))
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": str(date.today()), "machine": machine, "torch": torch.__version__, "batch": args.batch,
-                                    "allocator_tuned": allocator, "conv_ceiling_tflops": round(ceiling, 3), "rows": rows,
-                                    "ratios_best_precision": ratios}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "date": str(date.today()),
+                "machine": machine,
+                "torch": torch.__version__,
+                "batch": args.batch,
+                "allocator_tuned": allocator,
+                "conv_ceiling_tflops": round(ceiling, 3),
+                "rows": rows,
+                "ratios_best_precision": ratios,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

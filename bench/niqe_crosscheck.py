@@ -27,8 +27,15 @@ from faceres.metrics.niqe import niqe
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FACERES_SHARED", ROOT.parent / "shared"))
-NEEDED = ("pyiqa/archs/niqe_arch.py", "pyiqa/archs/func_util.py", "pyiqa/archs/fsim_arch.py", "pyiqa/archs/arch_util.py",
-          "pyiqa/archs/constants.py", "pyiqa/utils/", "pyiqa/matlab_utils/")
+NEEDED = (
+    "pyiqa/archs/niqe_arch.py",
+    "pyiqa/archs/func_util.py",
+    "pyiqa/archs/fsim_arch.py",
+    "pyiqa/archs/arch_util.py",
+    "pyiqa/archs/constants.py",
+    "pyiqa/utils/",
+    "pyiqa/matlab_utils/",
+)
 
 
 def load_pyiqa_niqe(workdir: Path):

@@ -1,6 +1,6 @@
 """Parameter counts of faceres's network next to GPEN-512 (71.0 M) and the paper configs.
 
-    python bench/params.py
+python bench/params.py
 """
 
 import json

@@ -47,9 +47,21 @@ def peak_memory_mb(model: str, n: int) -> float:
         inp.mkdir()
         for i in range(n):
             shutil.copy(src[i % len(src)], inp / f"{i:03d}{src[i % len(src)].suffix}")
-        cmd = [sys.executable, "-c", "import resource, sys; from faceres.cli import main; rc = main(sys.argv[1:]); "
-               "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)",
-               "restore", str(inp), "-o", str(Path(tmp) / "out"), "--model", model, "--no-faces", "-s", "1"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import resource, sys; from faceres.cli import main; rc = main(sys.argv[1:]); "
+            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)",
+            "restore",
+            str(inp),
+            "-o",
+            str(Path(tmp) / "out"),
+            "--model",
+            model,
+            "--no-faces",
+            "-s",
+            "1",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("PEAK")]
         if not line:
@@ -65,8 +77,13 @@ def main():
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/pipeline.json")
     args = ap.parse_args()
     restorer = FaceRestorer(args.model, detector=args.detector, device="cpu")  # restore(): upscale 2 by default
-    report = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "model": args.model,
-              "detector": restorer.detector_name, "sets": {}}
+    report = {
+        "date": str(date.today()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "model": args.model,
+        "detector": restorer.detector_name,
+        "sets": {},
+    }
     for name in ("multi-face", "old-photos"):
         paths = sorted((SHARED / "data" / name).iterdir())
         totals, faces = split_times(restorer, paths)

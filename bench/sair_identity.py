@@ -49,12 +49,14 @@ def main():
     by_id: dict[str, list[Path]] = {}
     for f in sorted((SHARED / "data/celeba-aligned/images").iterdir()):
         by_id.setdefault(f.name.split("_")[0], []).append(f)
-    ids = sorted(by_id)[args.first: args.first + args.identities]
+    ids = sorted(by_id)[args.first : args.first + args.identities]
     detector = build_detector("retinaface_mobile0.25")
-    inputs, refs, judges = ([f.astype(np.float32) / 255 for f in crops([by_id[i][k] for i in ids], "ffhq", detector, size)]
-                            for k in range(3))
-    inputs = [np.clip(degrade(a, sample_params(np.random.default_rng([11, n]), deg), deg.blur_kernel_size), 0, 1)
-              for n, a in enumerate(inputs)]
+    inputs, refs, judges = (
+        [f.astype(np.float32) / 255 for f in crops([by_id[i][k] for i in ids], "ffhq", detector, size)] for k in range(3)
+    )
+    inputs = [
+        np.clip(degrade(a, sample_params(np.random.default_rng([11, n]), deg), deg.blur_kernel_size), 0, 1) for n, a in enumerate(inputs)
+    ]
 
     def tensor(img):
         return torch.from_numpy(img.transpose(2, 0, 1))[None].float() * 2 - 1
@@ -84,17 +86,29 @@ def main():
     for key, faces in outputs.items():
         t, c = scores(faces)
         st, sc = cosines(t, judge_t), cosines(c, judge_c)
-        table[key] = {"template_chip": round(float(st.mean()), 4), "template_chip_sem": round(float(st.std() / np.sqrt(len(st))), 4),
-                      "dlib_chip": round(float(sc.mean()), 4), "dlib_chip_sem": round(float(sc.std() / np.sqrt(len(sc))), 4),
-                      "per_identity_template": np.round(st, 4).tolist()}
+        table[key] = {
+            "template_chip": round(float(st.mean()), 4),
+            "template_chip_sem": round(float(st.std() / np.sqrt(len(st))), 4),
+            "dlib_chip": round(float(sc.mean()), 4),
+            "dlib_chip_sem": round(float(sc.std() / np.sqrt(len(sc))), 4),
+            "per_identity_template": np.round(st, 4).tolist(),
+        }
     same, plain = np.array(table["sair_same_person"]["per_identity_template"]), np.array(table["restored"]["per_identity_template"])
-    result = {"model": args.model, "size": size, "identities": len(ids), "sair_steps": args.steps,
-              "seconds_per_sair_face": round((time.perf_counter() - t0) / (2 * len(ids)), 2),
-              "raised_over_plain": int((same > plain).sum()), "scores_vs_third_photo": table}
+    result = {
+        "model": args.model,
+        "size": size,
+        "identities": len(ids),
+        "sair_steps": args.steps,
+        "seconds_per_sair_face": round((time.perf_counter() - t0) / (2 * len(ids)), 2),
+        "raised_over_plain": int((same > plain).sum()),
+        "scores_vs_third_photo": table,
+    }
     print(json.dumps({k: v for k, v in result.items() if k != "scores_vs_third_photo"}))
     for key, row in table.items():
-        print(f"{key:20s} template {row['template_chip']:.4f} ± {row['template_chip_sem']:.4f}   "
-              f"dlib chip {row['dlib_chip']:.4f} ± {row['dlib_chip_sem']:.4f}")
+        print(
+            f"{key:20s} template {row['template_chip']:.4f} ± {row['template_chip_sem']:.4f}   "
+            f"dlib chip {row['dlib_chip']:.4f} ± {row['dlib_chip_sem']:.4f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

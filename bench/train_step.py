@@ -59,8 +59,15 @@ def main():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()}, {torch.get_num_threads()} threads"
-    result = {"date": str(date.today()), "options": str(args.options), "batch": opts.train.batch_size, "machine": machine,
-              "seconds_per_step": min(times), "losses": trainer.describe_losses(), "local_d": trainer.local_d is not None}
+    result = {
+        "date": str(date.today()),
+        "options": str(args.options),
+        "batch": opts.train.batch_size,
+        "machine": machine,
+        "seconds_per_step": min(times),
+        "losses": trainer.describe_losses(),
+        "local_d": trainer.local_d is not None,
+    }
     print(json.dumps(result, indent=1))
     out = Path(__file__).parent / "results" / f"train_step_{args.options.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

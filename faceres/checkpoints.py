@@ -99,8 +99,15 @@ def gpen_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
     except KeyError as err:
         raise WeightsError(f"not a GPEN generator state_dict (missing {err})") from None
     cm = int(channel_multiplier) if float(channel_multiplier).is_integer() else channel_multiplier
-    return {"arch": "gpen", "size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channel_multiplier": cm,
-            "narrow": narrow, "isconcat": isconcat}
+    return {
+        "arch": "gpen",
+        "size": size,
+        "style_dim": style_dim,
+        "n_mlp": n_mlp,
+        "channel_multiplier": cm,
+        "narrow": narrow,
+        "isconcat": isconcat,
+    }
 
 
 def discriminator_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
@@ -137,8 +144,17 @@ def gfpgan_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
     if list(channel_table(size, cm, narrow).values())[1:] != dec:
         raise WeightsError(f"GFPGANv1Clean decoder channels {dec} fit no channel_multiplier/narrow")
     n_mlp = sum(1 for k in sd if k.startswith("stylegan_decoder.style_mlp.") and k.endswith(".weight"))
-    return {"arch": "gfpgan_v1_clean", "out_size": size, "num_style_feat": style_dim, "channel_multiplier": cm,
-            "num_mlp": n_mlp, "input_is_latent": True, "different_w": different_w, "narrow": narrow, "sft_half": sft_half}
+    return {
+        "arch": "gfpgan_v1_clean",
+        "out_size": size,
+        "num_style_feat": style_dim,
+        "channel_multiplier": cm,
+        "num_mlp": n_mlp,
+        "input_is_latent": True,
+        "different_w": different_w,
+        "narrow": narrow,
+        "sft_half": sft_half,
+    }
 
 
 def _count(sd: dict[str, torch.Tensor], prefix: str, field: int) -> int:
@@ -158,8 +174,17 @@ def restoreformer_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
         z_channels = sd["encoder.conv_out.weight"].shape[0]
     except KeyError as err:
         raise WeightsError(f"not a RestoreFormer state_dict (missing {err})") from None
-    return {"arch": "restoreformer", "n_embed": n_embed, "embed_dim": embed_dim, "ch": ch, "ch_mult": ch_mult,
-            "num_res_blocks": num_res_blocks, "resolution": 16 * 2 ** (levels - 1), "z_channels": z_channels, "heads": 8}
+    return {
+        "arch": "restoreformer",
+        "n_embed": n_embed,
+        "embed_dim": embed_dim,
+        "ch": ch,
+        "ch_mult": ch_mult,
+        "num_res_blocks": num_res_blocks,
+        "resolution": 16 * 2 ** (levels - 1),
+        "z_channels": z_channels,
+        "heads": 8,
+    }
 
 
 def codeformer_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
@@ -174,8 +199,16 @@ def codeformer_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
     if latent_size != 256:
         raise WeightsError(f"CodeFormer position_emb has {latent_size} rows; the 512^2 network needs 256 (a 16x16 code map)")
     connect_list = sorted({k.split(".")[1] for k in sd if k.startswith("fuse_convs_dict.")}, key=int)
-    return {"arch": "codeformer", "dim_embd": dim_embd, "codebook_size": codebook_size, "n_head": 8,
-            "n_layers": _count(sd, "ft_layers.", 1), "connect_list": connect_list, "nf": nf, "emb_dim": emb_dim}
+    return {
+        "arch": "codeformer",
+        "dim_embd": dim_embd,
+        "codebook_size": codebook_size,
+        "n_head": 8,
+        "n_layers": _count(sd, "ft_layers.", 1),
+        "connect_list": connect_list,
+        "nf": nf,
+        "emb_dim": emb_dim,
+    }
 
 
 def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
@@ -194,8 +227,9 @@ def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
         return restoreformer_config_from_state_dict(sd)
     if "final_conv.1.bias" in sd:
         return discriminator_config_from_state_dict(sd)
-    raise WeightsError(f"{path}: unrecognised checkpoint layout (neither faceres, GPEN generator, GFPGAN, RestoreFormer, "
-                       "CodeFormer nor discriminator)")
+    raise WeightsError(
+        f"{path}: unrecognised checkpoint layout (neither faceres, GPEN generator, GFPGAN, RestoreFormer, CodeFormer nor discriminator)"
+    )
 
 
 def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> tuple[nn.Module, dict]:

@@ -30,10 +30,18 @@ FLIP_CHOICES = {"auto": None, "on": True, "off": False}
 
 
 def add_network_arguments(p):
-    p.add_argument("--flip-ensemble", default="auto", choices=list(FLIP_CHOICES),
-                   help="average each face with its restored mirror image (2x network time); auto: the model's default")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="network precision; auto: bf16 where the hardware computes it natively")
+    p.add_argument(
+        "--flip-ensemble",
+        default="auto",
+        choices=list(FLIP_CHOICES),
+        help="average each face with its restored mirror image (2x network time); auto: the model's default",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="network precision; auto: bf16 where the hardware computes it natively",
+    )
 
 
 def add_restore_parser(sub):
@@ -44,8 +52,12 @@ def add_restore_parser(sub):
     p.add_argument("--detector", default="auto", help="auto | retinaface_resnet50 | retinaface_mobile0.25 | yunet | dlib")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("-s", "--upscale", type=float, default=2, help="output scale of the whole photo (default 2)")
-    p.add_argument("--fidelity", type=float, default=1.0,
-                   help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)")
+    p.add_argument(
+        "--fidelity",
+        type=float,
+        default=1.0,
+        help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)",
+    )
     add_network_arguments(p)
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned face crops")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
@@ -60,14 +72,23 @@ def add_restore_parser(sub):
     p.add_argument("--max-pixels", type=float, default=80e6, help="reject larger images (default 80 MP)")
     p.add_argument("--max-output-pixels", type=float, default=100e6, help="reject photos whose result would be larger (default 100 MP)")
     p.add_argument("--bg-upsampler", default="none", choices=["none", "realesrgan"], help="upsample the background (Real-ESRGAN x2)")
-    p.add_argument("--on-drift", default="flag", choices=["off", "flag", "fallback"],
-                   help="identity-drift guard: flag faces whose identity moved (report), or fall back to fidelity 1 / the input face")
+    p.add_argument(
+        "--on-drift",
+        default="flag",
+        choices=["off", "flag", "fallback"],
+        help="identity-drift guard: flag faces whose identity moved (report), or fall back to fidelity 1 / the input face",
+    )
     p.add_argument("--drift-threshold", type=float, default=None, help="similarity below which a face counts as drifted")
-    p.add_argument("--reference", type=Path, default=None,
-                   help="photo of the same person: restore faces by SAIR toward its identity (dlib's face ResNet)")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="photo of the same person: restore faces by SAIR toward its identity (dlib's face ResNet)",
+    )
     p.add_argument("--reference-steps", type=int, default=400, help="SAIR optimisation steps")
-    p.add_argument("--parse", default="auto", choices=["auto", "on", "off"],
-                   help="face-parsing paste mask: auto = when ParseNet weights are on disk")
+    p.add_argument(
+        "--parse", default="auto", choices=["auto", "on", "off"], help="face-parsing paste mask: auto = when ParseNet weights are on disk"
+    )
     p.set_defaults(func=cmd_restore)
 
 
@@ -126,8 +147,14 @@ def add_train_parser(sub):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", default=None, help="checkpoint path or 'auto' (overrides path.resume)")
     p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (schedule unchanged)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an option, e.g. --set train.batch_size=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an option, e.g. --set train.batch_size=8 (repeatable)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -198,8 +225,9 @@ def cmd_testset(args) -> int:
     return 0
 
 
-def restore_folder(model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0,
-                   flip_ensemble: bool | None = None, precision: str = "auto") -> Path:
+def restore_folder(
+    model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0, flip_ensemble: bool | None = None, precision: str = "auto"
+) -> Path:
     """Run a model on aligned LQ faces; outputs at the LQ images' size."""
     from .pipeline.images import Photo, encode_image, load_photo, write_atomic
     from .pipeline.options import RestoreOptions
@@ -243,19 +271,22 @@ def cmd_evaluate(args) -> int:
         return fail("--model needs --lq")
     try:
         check_inputs(args.restored, args.lq, args.gt)
-        suite = load_suite(args.gt, None if args.lpips == "off" else args.lpips, args.fid_ref, not args.no_identity,
-                           pick_device(args.device))
+        suite = load_suite(
+            args.gt, None if args.lpips == "off" else args.lpips, args.fid_ref, not args.no_identity, pick_device(args.device)
+        )
         for note in suite.notes:
             print(f"faceres: {note}", file=sys.stderr)
         restored = args.restored
         if args.model:
-            restored = restore_folder(args.model, args.lq, args.output / "restored", args.device, args.fidelity,
-                                      FLIP_CHOICES[args.flip_ensemble], args.precision)
+            restored = restore_folder(
+                args.model, args.lq, args.output / "restored", args.device, args.fidelity, FLIP_CHOICES[args.flip_ensemble], args.precision
+            )
         folders = ({"input": args.lq} if args.lq else {}) | {args.model or str(args.restored): restored}
         scored = {name: score_folder(folder, args.gt, suite) for name, folder in folders.items()}
         results = {name: rows for name, (rows, _) in scored.items()}
-        means = write_reports(results, args.output, {name: totals for name, (_, totals) in scored.items()},
-                              suite.ran(args.gt is not None), suite.notes)
+        means = write_reports(
+            results, args.output, {name: totals for name, (_, totals) in scored.items()}, suite.ran(args.gt is not None), suite.notes
+        )
         if args.plot:
             plot(results, restored, args.lq, args.gt, args.output)
     except (WeightsError, FIDError, FileNotFoundError, ValueError) as err:

@@ -41,7 +41,7 @@ class _Stream:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             self.fail(f"file ends early (needs {n} more bytes)")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -56,7 +56,7 @@ class _Stream:
         mantissa, exponent = self.int(), self.int()
         if abs(exponent) >= 32000:  # dlib's codes for inf / nan
             self.fail("non-finite float")
-        return float(mantissa) * 2.0 ** exponent
+        return float(mantissa) * 2.0**exponent
 
     def bool(self) -> bool:
         c = self.take(1)
@@ -169,8 +169,14 @@ def _layers() -> list[tuple]:
         top += [("relu", key), ("add_prev", key)]
         if down:
             top += [("avg_pool", key), ("skip", key), ("tag", key)]
-        top += [("affine", f"{key}.affine2", cout), ("conv", f"{key}.conv2", cout, cout, 3, 1), ("relu", key),
-                ("affine", f"{key}.affine1", cout), ("conv", f"{key}.conv1", cin, cout, 3, 2 if down else 1), ("tag", key)]
+        top += [
+            ("affine", f"{key}.affine2", cout),
+            ("conv", f"{key}.conv2", cout, cout, 3, 1),
+            ("relu", key),
+            ("affine", f"{key}.affine1", cout),
+            ("conv", f"{key}.conv1", cin, cout, 3, 2 if down else 1),
+            ("tag", key),
+        ]
     return top + [("max_pool", "stem"), ("relu", "stem"), ("affine", "affine", 32), ("conv", "conv", 3, 32, 7, 2)]
 
 

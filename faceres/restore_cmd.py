@@ -25,12 +25,24 @@ def cmd_restore(args) -> int:
 
     model = args.model or DEFAULT_RESTORER
     try:
-        check_run_settings(args.output, batch_size=args.batch_size, device=args.device, drift_threshold=args.drift_threshold,
-                           suffix=args.suffix, max_output_pixels=args.max_output_pixels)
-        options = RestoreOptions(upscale=args.upscale, fidelity=args.fidelity, only_center_face=args.only_center_face,
-                                 aligned=args.aligned, min_eye_distance=args.min_eye_distance,
-                                 flip_ensemble=FLIP_CHOICES[args.flip_ensemble], on_drift=args.on_drift,
-                                 drift_threshold=args.drift_threshold)
+        check_run_settings(
+            args.output,
+            batch_size=args.batch_size,
+            device=args.device,
+            drift_threshold=args.drift_threshold,
+            suffix=args.suffix,
+            max_output_pixels=args.max_output_pixels,
+        )
+        options = RestoreOptions(
+            upscale=args.upscale,
+            fidelity=args.fidelity,
+            only_center_face=args.only_center_face,
+            aligned=args.aligned,
+            min_eye_distance=args.min_eye_distance,
+            flip_ensemble=FLIP_CHOICES[args.flip_ensemble],
+            on_drift=args.on_drift,
+            drift_threshold=args.drift_threshold,
+        )
         out = Path(args.output)
         jobs = plan_jobs(args.inputs, out, recursive=args.recursive, ext=args.ext, suffix=args.suffix, shard=args.shard)
         if not jobs:
@@ -39,9 +51,17 @@ def cmd_restore(args) -> int:
         if lock.exists() and held_by_live_run(lock):  # before the model loads; restore_jobs takes the lock itself
             raise OutputLocked(f"{out}: another run is writing into this folder (lock {lock.name}); wait for it or choose another -o")
         out.mkdir(parents=True, exist_ok=True)
-        restorer = FaceRestorer(model, detector=args.detector, device=args.device, precision=args.precision,
-                                batch_size=args.batch_size, bg_upsampler=args.bg_upsampler, parse=args.parse,
-                                reference=args.reference, sair=SAIRConfig(steps=args.reference_steps))
+        restorer = FaceRestorer(
+            model,
+            detector=args.detector,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            bg_upsampler=args.bg_upsampler,
+            parse=args.parse,
+            reference=args.reference,
+            sair=SAIRConfig(steps=args.reference_steps),
+        )
         restorer.prepare(options)
     except (WeightsError, ValueError, OSError, ImageError) as err:
         return fail(str(err))
@@ -65,9 +85,19 @@ def _run(jobs, out: Path, restorer, options, model: str, args, restore_jobs) -> 
         bar.set_postfix(faces=report.faces, faces_per_s=f"{report.faces / (time.perf_counter() - t0):.2f}")
 
     try:
-        report = restore_jobs(jobs, out, restorer, options, overwrite=args.overwrite, faces=not args.no_faces,
-                              max_pixels=int(args.max_pixels), max_output_pixels=args.max_output_pixels, shard=args.shard,
-                              model_name=model, on_entry=on_entry)
+        report = restore_jobs(
+            jobs,
+            out,
+            restorer,
+            options,
+            overwrite=args.overwrite,
+            faces=not args.no_faces,
+            max_pixels=int(args.max_pixels),
+            max_output_pixels=args.max_output_pixels,
+            shard=args.shard,
+            model_name=model,
+            on_entry=on_entry,
+        )
     except OutputLocked as err:
         return fail(str(err))
     finally:

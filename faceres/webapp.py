@@ -38,8 +38,12 @@ MAX_RESTORERS = 2  # (model, detector, background) combinations kept loaded
 MAX_FILES = 8
 TIME_BUDGET_S = float(os.environ.get("FACERES_APP_TIMEOUT", 300))
 DETECTORS = ["auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet", "dlib"]
-WEIGHTS_OF = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobilenet0.25", "yunet": "yunet",
-              "realesrgan": "realesrgan-x2"}
+WEIGHTS_OF = {
+    "retinaface_resnet50": "retinaface-resnet50",
+    "retinaface_mobile0.25": "retinaface-mobilenet0.25",
+    "yunet": "yunet",
+    "realesrgan": "realesrgan-x2",
+}
 
 
 def missing_weights(choice: str) -> str | None:
@@ -192,12 +196,18 @@ def restore_files(files, model, detector, upscale, fidelity, bg, aligned, allowe
         target = out_dir / unique_name(name, taken)
         write_atomic(target, encode_image(result.photo, "png"))
         downloads.append(str(target))
-        gallery += [(to_uint8(np.concatenate([f.crop, f.restored], axis=1)), f"{name} face {i + 1}: input | restored")
-                    for i, f in enumerate(result.faces)]
+        gallery += [
+            (to_uint8(np.concatenate([f.crop, f.restored], axis=1)), f"{name} face {i + 1}: input | restored")
+            for i, f in enumerate(result.faces)
+        ]
         note = "no face found" if not result.faces else f"{len(result.faces)} face(s)"
         lines.append(f"- **{name}**: {note}, {seconds:.1f} s, {result.image.shape[1]}×{result.image.shape[0]} px")
-        lines += [f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.drift_threshold(options)}); "
-                  "try a higher fidelity" for i, f in enumerate(result.faces) if f.drifted]
+        lines += [
+            f"  - ⚠ face {i + 1}: identity drift ({restorer.guard.name} {f.identity:.3f} < {restorer.drift_threshold(options)}); "
+            "try a higher fidelity"
+            for i, f in enumerate(result.faces)
+            if f.drifted
+        ]
         if first is None:
             after = preview(result.image)
             first = (to_uint8(cv2.resize(photo.rgb, after.shape[1::-1], interpolation=cv2.INTER_AREA)), after)
@@ -210,10 +220,12 @@ def build_demo(models: list[str]):
     import gradio as gr
 
     with gr.Blocks(title="faceres — face restoration", delete_cache=(600, 900)) as demo:
-        gr.Markdown("# faceres\nRestore faces in old and degraded photos. Files are processed on this server and "
-                    f"deleted after about {RESULT_TTL_S // 60} minutes. Limits: up to {MAX_FILES} photos per request, "
-                    f"{MAX_UPLOAD} and {MAX_PIXELS / 1e6:.0f} MP per photo, results up to {MAX_OUTPUT_PIXELS / 1e6:.0f} MP "
-                    "(photo pixels × upscale²).")
+        gr.Markdown(
+            "# faceres\nRestore faces in old and degraded photos. Files are processed on this server and "
+            f"deleted after about {RESULT_TTL_S // 60} minutes. Limits: up to {MAX_FILES} photos per request, "
+            f"{MAX_UPLOAD} and {MAX_PIXELS / 1e6:.0f} MP per photo, results up to {MAX_OUTPUT_PIXELS / 1e6:.0f} MP "
+            "(photo pixels × upscale²)."
+        )
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="upload")
@@ -229,8 +241,12 @@ def build_demo(models: list[str]):
                 status = gr.Markdown(elem_id="status")
                 faces = gr.Gallery(label="Faces: input | restored", columns=2, object_fit="contain", elem_id="faces")
                 download = gr.File(label="Download full resolution", file_count="multiple", elem_id="download")
-        run.click(lambda *a: restore_files(*a, allowed_models=models), [files, model, detector, upscale, fidelity, bg, aligned],
-                  [slider, faces, status, download], concurrency_limit=CONCURRENCY)
+        run.click(
+            lambda *a: restore_files(*a, allowed_models=models),
+            [files, model, detector, upscale, fidelity, bg, aligned],
+            [slider, faces, status, download],
+            concurrency_limit=CONCURRENCY,
+        )
     demo.queue(max_size=16, default_concurrency_limit=CONCURRENCY)
     return demo
 

@@ -16,8 +16,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-quic"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 pytest.importorskip("gradio", reason="web demo needs the app extra: pip install -e '.[app]'")
 
@@ -33,8 +41,13 @@ def app_url(shared, tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
     port = free_port()
-    env = dict(os.environ, FACERES_WEIGHTS_DIR=str(shared / "weights"), GRADIO_ANALYTICS_ENABLED="False", FACERES_OFFLINE="1",
-               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
+    env = dict(
+        os.environ,
+        FACERES_WEIGHTS_DIR=str(shared / "weights"),
+        GRADIO_ANALYTICS_ENABLED="False",
+        FACERES_OFFLINE="1",
+        GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")),
+    )
     log = open(tmp_path_factory.mktemp("applog") / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -192,8 +205,11 @@ def test_absent_detector_or_upsampler_weights_are_named_without_paths(fresh_app,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(weights, "download", lambda *a, **k: pytest.fail("a request started a download"))
     photo, model = wide_photo(tmp_path / "p.png", 64, 64), str(tiny_model)
-    for detector, bg, name in [("retinaface_resnet50", "none", "retinaface_resnet50"), ("yunet", "realesrgan", "yunet"),
-                               ("auto", "realesrgan", "realesrgan")]:
+    for detector, bg, name in [
+        ("retinaface_resnet50", "none", "retinaface_resnet50"),
+        ("yunet", "realesrgan", "yunet"),
+        ("auto", "realesrgan", "realesrgan"),
+    ]:
         if fresh_app.missing_weights(name) is None:
             continue  # present in an installed package: nothing to refuse
         _, _, status, _ = fresh_app.restore_files([photo], model, detector, 1, 1, bg, False, [model])

@@ -19,12 +19,15 @@ def numel(sd):
 
 
 # Counts published for the official classes (anchors.md §2.7), independent of our code.
-@pytest.mark.parametrize("cls,kwargs,keys,total", [
-    (GPENGenerator, dict(size=512, channel_multiplier=2, narrow=1), 163, 71_005_559),
-    (GPENGenerator, dict(size=256, channel_multiplier=1, narrow=0.5), 144, 18_879_298),
-    (StyleGAN2Discriminator, dict(size=512, channel_multiplier=2, narrow=1), 57, 28_983_073),
-    (StyleGAN2Discriminator, dict(size=256, channel_multiplier=1, narrow=0.5), 50, 6_003_169),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,keys,total",
+    [
+        (GPENGenerator, dict(size=512, channel_multiplier=2, narrow=1), 163, 71_005_559),
+        (GPENGenerator, dict(size=256, channel_multiplier=1, narrow=0.5), 144, 18_879_298),
+        (StyleGAN2Discriminator, dict(size=512, channel_multiplier=2, narrow=1), 57, 28_983_073),
+        (StyleGAN2Discriminator, dict(size=256, channel_multiplier=1, narrow=0.5), 50, 6_003_169),
+    ],
+)
 def test_gpen_key_and_element_counts(cls, kwargs, keys, total):
     sd = cls(**kwargs).state_dict()
     assert len(sd) == keys
@@ -42,10 +45,13 @@ def documented_state_dict(shared, appendix: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-@pytest.mark.parametrize("appendix,n_keys,expected", [
-    ("A", 163, dict(size=512, channel_multiplier=2, narrow=1.0, n_mlp=8, style_dim=512, isconcat=True)),
-    ("B", 144, dict(size=256, channel_multiplier=1, narrow=0.5, n_mlp=8, style_dim=512, isconcat=True)),
-])
+@pytest.mark.parametrize(
+    "appendix,n_keys,expected",
+    [
+        ("A", 163, dict(size=512, channel_multiplier=2, narrow=1.0, n_mlp=8, style_dim=512, isconcat=True)),
+        ("B", 144, dict(size=256, channel_multiplier=1, narrow=0.5, n_mlp=8, style_dim=512, isconcat=True)),
+    ],
+)
 def test_gpen_generator_documented_keys_load_strictly(shared, appendix, n_keys, expected):
     sd = documented_state_dict(shared, appendix)
     assert len(sd) == n_keys
@@ -55,10 +61,10 @@ def test_gpen_generator_documented_keys_load_strictly(shared, appendix, n_keys, 
     model.load_state_dict(sd, strict=True)
 
 
-@pytest.mark.parametrize("appendix,n_keys,expected", [
-    ("C", 57, dict(size=512, channel_multiplier=2, narrow=1.0)),
-    ("D", 50, dict(size=256, channel_multiplier=1, narrow=0.5)),
-])
+@pytest.mark.parametrize(
+    "appendix,n_keys,expected",
+    [("C", 57, dict(size=512, channel_multiplier=2, narrow=1.0)), ("D", 50, dict(size=256, channel_multiplier=1, narrow=0.5))],
+)
 def test_gpen_discriminator_documented_keys_load_strictly(shared, appendix, n_keys, expected):
     sd = documented_state_dict(shared, appendix)
     assert len(sd) == n_keys
@@ -69,8 +75,9 @@ def test_gpen_discriminator_documented_keys_load_strictly(shared, appendix, n_ke
 
 def test_gpen_config_inference_on_unusual_config():
     sd = GPENGenerator(128, style_dim=128, n_mlp=4, channel_multiplier=2, narrow=0.125).state_dict()
-    assert gpen_config_from_state_dict(sd) == dict(arch="gpen", size=128, style_dim=128, n_mlp=4, channel_multiplier=2,
-                                                   narrow=0.125, isconcat=True)
+    assert gpen_config_from_state_dict(sd) == dict(
+        arch="gpen", size=128, style_dim=128, n_mlp=4, channel_multiplier=2, narrow=0.125, isconcat=True
+    )
 
 
 @pytest.mark.parametrize("name", ["gen64", "gen128"])
@@ -115,7 +122,7 @@ def test_upfirdn2d_upsample_matches_reference_loop():
     want = torch.zeros(1, 1, 6, 6)
     for i in range(6):
         for j in range(6):  # true convolution: flipped kernel
-            want[0, 0, i, j] = (z[0, 0, i:i + 4, j:j + 4] * k.flip(0, 1)).sum()
+            want[0, 0, i, j] = (z[0, 0, i : i + 4, j : j + 4] * k.flip(0, 1)).sum()
     torch.testing.assert_close(got, want)
 
 

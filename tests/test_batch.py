@@ -29,8 +29,11 @@ def test_output_names_are_unique_and_decided_before_sharding(inputs, tmp_path):
     out = tmp_path / "out"
     jobs = plan_jobs([inputs], out, recursive=True)
     assert [str(j.stem) for j in jobs] == ["a", "a_png", "sub/a"]
-    assert [j.image.relative_to(out).as_posix() for j in jobs] == ["restored_imgs/a.jpg", "restored_imgs/a_png.png",
-                                                                    "restored_imgs/sub/a.png"]
+    assert [j.image.relative_to(out).as_posix() for j in jobs] == [
+        "restored_imgs/a.jpg",
+        "restored_imgs/a_png.png",
+        "restored_imgs/sub/a.png",
+    ]
     shards = [plan_jobs([inputs], out, recursive=True, shard=(i, 2)) for i in range(2)]
     assert sorted(j.image for s in shards for j in s) == sorted(j.image for j in jobs)
     assert [j.stem for j in plan_jobs([inputs], out, recursive=True, ext="png")] == [j.stem for j in jobs]
@@ -59,8 +62,9 @@ def test_bad_file_is_an_entry_and_empty_input_an_error(tiny_model, inputs, tmp_p
     shutil.rmtree(inputs / "sub")
     (inputs / "empty").mkdir()
     seen = []
-    report = restore_folder([inputs], tmp_path / "out", FaceRestorer(tiny_model, device="cpu"), ALIGNED,
-                            on_entry=lambda entry, rep: seen.append(entry))
+    report = restore_folder(
+        [inputs], tmp_path / "out", FaceRestorer(tiny_model, device="cpu"), ALIGNED, on_entry=lambda entry, rep: seen.append(entry)
+    )
     assert report.failed == 1 and report.ok == 2 and len(seen) == 3
     assert "broken.png" in next(e for e in report.images if "error" in e)["input"]
     with pytest.raises(ValueError, match="no images found"):
@@ -76,14 +80,23 @@ def restore_cli(*args):
     return main(["restore", *[str(a) for a in args]])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-s", "nan"], "upscale must be a finite number"), (["-s", "inf"], "upscale must be a finite number"),
-    (["-s", "1e-9"], "upscale must be in [0.1, 16]"), (["--batch-size", "0"], "--batch-size must be a positive integer"),
-    (["--batch-size", "-1"], "--batch-size must be a positive integer"), (["--device", "cuda"], "no CUDA GPU is available"),
-    (["--device", "tpu"], "unknown device 'tpu'"), (["--drift-threshold", "0"], "--drift-threshold must be in (0, 1)"),
-    (["--drift-threshold", "5"], "--drift-threshold must be in (0, 1)"), (["--suffix", "/../../x"], "must not contain a path separator"),
-    (["--suffix", ".."], "must not contain a path separator"), (["--max-output-pixels", "0"], "--max-output-pixels must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-s", "nan"], "upscale must be a finite number"),
+        (["-s", "inf"], "upscale must be a finite number"),
+        (["-s", "1e-9"], "upscale must be in [0.1, 16]"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--device", "cuda"], "no CUDA GPU is available"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--drift-threshold", "0"], "--drift-threshold must be in (0, 1)"),
+        (["--drift-threshold", "5"], "--drift-threshold must be in (0, 1)"),
+        (["--suffix", "/../../x"], "must not contain a path separator"),
+        (["--suffix", ".."], "must not contain a path separator"),
+        (["--max-output-pixels", "0"], "--max-output-pixels must be >= 1"),
+    ],
+)
 def test_cli_rejects_bad_settings_before_any_work(inputs, tmp_path, capsys, args, message):
     out = tmp_path / "out"
     # a missing model: had the settings passed, the error would name the model instead
@@ -112,10 +125,14 @@ def never_restore(*args, **kwargs):
     raise AssertionError("the photo was processed although its output cannot be written")
 
 
-@pytest.mark.parametrize("size, kwargs, message", [
-    ((1000, 800), dict(options=RestoreOptions(upscale=16)), "16000x12800 px (205 MP), over the limit of 100 MP"),
-    ((9000, 40), dict(options=RestoreOptions(upscale=2), ext="webp"), "too large for .webp"),
-], ids=["pixel-cap", "webp-side"])
+@pytest.mark.parametrize(
+    "size, kwargs, message",
+    [
+        ((1000, 800), dict(options=RestoreOptions(upscale=16)), "16000x12800 px (205 MP), over the limit of 100 MP"),
+        ((9000, 40), dict(options=RestoreOptions(upscale=2), ext="webp"), "too large for .webp"),
+    ],
+    ids=["pixel-cap", "webp-side"],
+)
 def test_output_size_is_checked_before_the_photo_is_processed(tiny_model, tmp_path, size, kwargs, message):
     src = tmp_path / "in"
     src.mkdir()

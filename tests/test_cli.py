@@ -66,9 +66,19 @@ def make_bad_corpus(d: Path, face: Path) -> dict[str, str]:
     frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
     shutil.copy(face, d / "visage_élève_照片.jpg")
     _png_with_declared_size(d / "bomb.png", 100_000, 100_000)
-    return {"empty.jpg": "error", "truncated.jpg": "error", "text.jpg": "error", "deep16.png": "ok", "rgba.png": "ok",
-            "cmyk.jpg": "ok", "tiny.png": "ok", "rotated.jpg": "ok", "anim.gif": "ok", "visage_élève_照片.jpg": "ok",
-            "bomb.png": "error"}
+    return {
+        "empty.jpg": "error",
+        "truncated.jpg": "error",
+        "text.jpg": "error",
+        "deep16.png": "ok",
+        "rgba.png": "ok",
+        "cmyk.jpg": "ok",
+        "tiny.png": "ok",
+        "rotated.jpg": "ok",
+        "anim.gif": "ok",
+        "visage_élève_照片.jpg": "ok",
+        "bomb.png": "error",
+    }
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -136,8 +146,24 @@ def test_shards_split_without_overlap(tiny_model, weights_env, shared, tmp_path)
     outs = []
     for i in range(2):
         out = tmp_path / f"out{i}"
-        assert run_cli("restore", shared / "data/multi-face", "-o", out, "--model", tiny_model, "--shard", f"{i}/2",
-                       "--detector", "retinaface_mobile0.25", "--no-faces", "-s", 1) == 0
+        assert (
+            run_cli(
+                "restore",
+                shared / "data/multi-face",
+                "-o",
+                out,
+                "--model",
+                tiny_model,
+                "--shard",
+                f"{i}/2",
+                "--detector",
+                "retinaface_mobile0.25",
+                "--no-faces",
+                "-s",
+                1,
+            )
+            == 0
+        )
         outs.append({p.name for p in (out / "restored_imgs").iterdir()})
         assert (out / f"report.shard{i}-of-2.json").is_file()
     assert not outs[0] & outs[1]
@@ -150,8 +176,19 @@ def test_kill_mid_batch_then_rerun_completes(tiny_model, weights_env, shared, tm
     for i in range(6):
         shutil.copy(shared / "data/multi-face/t1.jpg", inputs / f"p{i}.jpg")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "faceres.cli", "restore", str(inputs), "-o", str(out), "--model", str(tiny_model),
-           "--detector", "retinaface_mobile0.25"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "faceres.cli",
+        "restore",
+        str(inputs),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--detector",
+        "retinaface_mobile0.25",
+    ]
     proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "restored_imgs").glob("*.jpg")):

@@ -84,6 +84,7 @@ def assert_output(out: torch.Tensor, expected: dict, what: str):
 
 # ---------------------------------------------------------------- the released configuration with recipe weights
 
+
 @pytest.fixture(scope="module")
 def released(cf_dir, tmp_path_factory):
     """The released key list with recipe weights, saved as codeformer.pth ({'params_ema': ...}, as the release)
@@ -157,6 +158,7 @@ def test_outputs_match_reference(run, predicted, released, ref):
 
 # ---------------------------------------------------------------- fidelity, config inference, bad files
 
+
 def test_restore_is_forward_with_w_equal_to_fidelity_and_adain():
     net = CodeFormer(**SMALL).eval()
     calls = []
@@ -191,6 +193,7 @@ def test_config_inference_and_bad_files(tmp_path):
 
 
 # ---------------------------------------------------------------- end to end through the pipeline
+
 
 @pytest.fixture(scope="module")
 def small_release_file(tmp_path_factory):

@@ -34,8 +34,11 @@ def net(dat_path):
 def dlib_models():
     from faceres.weights import dlib_model_file
 
-    return (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(dlib_model_file("shape_predictor_5_face_landmarks.dat"))),
-            dlib.face_recognition_model_v1(str(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))))
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(str(dlib_model_file("shape_predictor_5_face_landmarks.dat"))),
+        dlib.face_recognition_model_v1(str(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,14 @@ def test_reader_uses_every_tensor_and_ends_at_eof(dat_path):
     assert sd["fc.weight"].shape == (128, 256)
 
 
-@pytest.mark.parametrize("damage, message", [(lambda b: b[:-1], "ends early"), (lambda b: b + b"\x00", "1 bytes left"),
-                                             (lambda b: b[:2] + b"\x01\x0dloss_metric_3" + b[17:], "loss layer")])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[:-1], "ends early"),
+        (lambda b: b + b"\x00", "1 bytes left"),
+        (lambda b: b[:2] + b"\x01\x0dloss_metric_3" + b[17:], "loss layer"),
+    ],
+)
 def test_reader_is_strict(dat_path, tmp_path, damage, message):
     bad = tmp_path / "damaged.dat"
     bad.write_bytes(damage(dat_path.read_bytes()))
@@ -174,10 +183,18 @@ def test_trainer_names_the_dlib_identity_term(shared, tmp_path, capsys):
     from faceres.train.options import load_options
     from faceres.train.trainer import train
 
-    opts = load_options(Path(__file__).resolve().parent.parent / "options/train_faceres_tiny.yml",
-                        [f"path.experiments_root={tmp_path}", "train.losses.gan_local=0", "train.total_iter=1", "val.every=100",
-                         "train.losses.feature_matching.type=discriminator_features", "train.losses.identity.type=dlib",
-                         "train.losses.identity.weight=1"])
+    opts = load_options(
+        Path(__file__).resolve().parent.parent / "options/train_faceres_tiny.yml",
+        [
+            f"path.experiments_root={tmp_path}",
+            "train.losses.gan_local=0",
+            "train.total_iter=1",
+            "val.every=100",
+            "train.losses.feature_matching.type=discriminator_features",
+            "train.losses.identity.type=dlib",
+            "train.losses.identity.weight=1",
+        ],
+    )
     train(opts, "cpu")
     out = capsys.readouterr().out
     assert "identity (dlib ResNet) 1.0" in out and "ArcFace" not in out and "l_id" in out

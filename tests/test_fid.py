@@ -20,11 +20,17 @@ def random_fid_inception_state() -> dict:
     He-initialised so that activations neither vanish (denormals are very slow on CPU) nor explode."""
     torch.manual_seed(0)
     net = fid_inception._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    blocks = {"Mixed_5b": fid_inception.FIDInceptionA(192, 32), "Mixed_5c": fid_inception.FIDInceptionA(256, 64),
-              "Mixed_5d": fid_inception.FIDInceptionA(288, 64), "Mixed_6b": fid_inception.FIDInceptionC(768, 128),
-              "Mixed_6c": fid_inception.FIDInceptionC(768, 160), "Mixed_6d": fid_inception.FIDInceptionC(768, 160),
-              "Mixed_6e": fid_inception.FIDInceptionC(768, 192), "Mixed_7b": fid_inception.FIDInceptionE_1(1280),
-              "Mixed_7c": fid_inception.FIDInceptionE_2(2048)}
+    blocks = {
+        "Mixed_5b": fid_inception.FIDInceptionA(192, 32),
+        "Mixed_5c": fid_inception.FIDInceptionA(256, 64),
+        "Mixed_5d": fid_inception.FIDInceptionA(288, 64),
+        "Mixed_6b": fid_inception.FIDInceptionC(768, 128),
+        "Mixed_6c": fid_inception.FIDInceptionC(768, 160),
+        "Mixed_6d": fid_inception.FIDInceptionC(768, 160),
+        "Mixed_6e": fid_inception.FIDInceptionC(768, 192),
+        "Mixed_7b": fid_inception.FIDInceptionE_1(1280),
+        "Mixed_7c": fid_inception.FIDInceptionE_2(2048),
+    }
     for name, block in blocks.items():
         setattr(net, name, block)
     for m in net.modules():
@@ -116,8 +122,10 @@ def test_fid_stats_command_and_evaluate_against_stored_statistics(inception_file
     assert main(["fid-stats", str(folder), "-o", str(tmp_path / "ref.npz"), "--device", "cpu"]) == 0
     assert "2 images" in capsys.readouterr().out
     assert load_stats(tmp_path / "ref.npz").n == 2
-    assert main(["evaluate", "--restored", str(folder), "--fid-ref", str(tmp_path / "ref.npz"), "-o", str(tmp_path / "ev"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["evaluate", "--restored", str(folder), "--fid-ref", str(tmp_path / "ref.npz"), "-o", str(tmp_path / "ev"), "--device", "cpu"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "fid ↓" in out and "FID vs " in out and "2 images (< 2048" in out
     import json

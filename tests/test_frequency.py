@@ -45,8 +45,12 @@ def test_ffl_gradient_flows_only_through_the_distance():
 
 def test_ffl_options_patch_log_batch():
     pred, target = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    values = {FocalFrequencyLoss(patch_factor=p, log_matrix=lg, batch_matrix=b)(pred, target).item()
-              for p in (1, 2) for lg in (False, True) for b in (False, True)}
+    values = {
+        FocalFrequencyLoss(patch_factor=p, log_matrix=lg, batch_matrix=b)(pred, target).item()
+        for p in (1, 2)
+        for lg in (False, True)
+        for b in (False, True)
+    }
     assert len(values) == 8 and all(v > 0 for v in values)
     with pytest.raises(ValueError):
         FocalFrequencyLoss(patch_factor=3)(pred, target)

@@ -18,8 +18,9 @@ from faceres.cli import main
 from faceres.weights import REGISTRY, WeightsError
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # the fixtures README's tolerance for every tensor
-RELEASE = dict(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8, input_is_latent=True, different_w=True,
-               narrow=1, sft_half=True)
+RELEASE = dict(
+    out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,12 @@ def run_with_intermediates(net: GFPGANv1Clean, x: torch.Tensor) -> tuple[torch.T
     named = {"style_code": net.final_linear, "dec.style_conv1": dec.style_conv1, "dec.to_rgb1": dec.to_rgb1}
     for i in range(len(net.conv_body_up)):
         r = 8 * 2**i
-        named |= {f"unet_up.{r}": net.conv_body_up[i], f"condition_scale.{r}": net.condition_scale[i],
-                  f"condition_shift.{r}": net.condition_shift[i], f"dec.rgb_skip.{r}": dec.to_rgbs[i]}
+        named |= {
+            f"unet_up.{r}": net.conv_body_up[i],
+            f"condition_scale.{r}": net.condition_scale[i],
+            f"condition_shift.{r}": net.condition_shift[i],
+            f"dec.rgb_skip.{r}": dec.to_rgbs[i],
+        }
     for name, module in named.items():
         hooks.append(module.register_forward_hook(lambda m, inp, out, name=name: seen.__setitem__(name, out)))
     with torch.no_grad():
@@ -90,6 +95,7 @@ def test_restore_is_deterministic_clamped_and_refuses_fidelity(gfpgan_dir):
 
 
 # ---------------------------------------------------------------- the released configuration (fixtures README §5)
+
 
 def recipe_value(key: str, shape: list[int]) -> torch.Tensor:
     g = torch.Generator()
@@ -138,8 +144,7 @@ def test_release_configuration_reproduces_recipe_fixture(gfpgan_dir):
         assert hashlib.sha256(data).hexdigest() == expected, key
         everything.update(data)
     assert everything.hexdigest() == ref["recipe_check"]["sha256_all"]
-    u8 = torch.stack([hash_u8((3, 512, 512), 0),
-                      hash_u8((3, 32, 32), 1 << 20).repeat_interleave(16, 1).repeat_interleave(16, 2)])
+    u8 = torch.stack([hash_u8((3, 512, 512), 0), hash_u8((3, 32, 32), 1 << 20).repeat_interleave(16, 1).repeat_interleave(16, 2)])
     assert hashlib.sha256(u8.numpy().tobytes()).hexdigest() == ref["input_u8_sha256"]
     x = ((u8.double() / 255.0).float() - 0.5) / 0.5
     kwargs = dict(ref["constructor_kwargs"])
@@ -160,6 +165,7 @@ def test_release_configuration_reproduces_recipe_fixture(gfpgan_dir):
 
 
 # ---------------------------------------------------------------- released files: wrapper, keys, inferred config
+
 
 def test_released_key_list_loads_strictly_with_inferred_config(gfpgan_dir, tmp_path):
     keys = released_keys(gfpgan_dir)
@@ -209,6 +215,7 @@ def test_config_inference_limits_and_bad_files(gfpgan_dir, tmp_path):
 
 # ---------------------------------------------------------------- end to end through the pipeline
 
+
 @pytest.fixture(scope="module")
 def small_release_file(tmp_path_factory):
     """A GFPGANv1.4.pth-format file (params_ema wrapper, same key layout, 512 crops) with random weights
@@ -244,8 +251,9 @@ def test_cli_refuses_fidelity_for_gfpgan(small_release_file, weights_env, shared
     assert not (tmp_path / "o" / "restored_imgs").exists()
 
 
-@pytest.mark.parametrize("name,filename", [("gfpgan-v1.2", "GFPGANCleanv1-NoCE-C2.pth"), ("gfpgan-v1.3", "GFPGANv1.3.pth"),
-                                           ("gfpgan-v1.4", "GFPGANv1.4.pth")])
+@pytest.mark.parametrize(
+    "name,filename", [("gfpgan-v1.2", "GFPGANCleanv1-NoCE-C2.pth"), ("gfpgan-v1.3", "GFPGANv1.3.pth"), ("gfpgan-v1.4", "GFPGANv1.4.pth")]
+)
 def test_registry_entries_point_at_the_releases(name, filename, tmp_path, monkeypatch):
     monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -226,12 +226,16 @@ def test_checkpoint_without_suffix_loads_and_missing_paths_are_named(tiny_model,
 TINY = __import__("pathlib").Path(__file__).resolve().parent.parent / "options/train_faceres_tiny.yml"
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"name: x\ntrain: {batch_size: 2\n", "options file: YAML syntax error at line 3, column 1:"),
-    (b"- name\n- train\n", "the options file must be a mapping of sections (name, datasets, train...), got a list"),
-    (b"just a string\n", "the options file must be a mapping of sections (name, datasets, train...), got a str"),
-    (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
-], ids=["syntax", "list", "string", "latin1"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"name: x\ntrain: {batch_size: 2\n", "options file: YAML syntax error at line 3, column 1:"),
+        (b"- name\n- train\n", "the options file must be a mapping of sections (name, datasets, train...), got a list"),
+        (b"just a string\n", "the options file must be a mapping of sections (name, datasets, train...), got a str"),
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+    ],
+    ids=["syntax", "list", "string", "latin1"],
+)
 def test_bad_options_files_are_one_line(tmp_path, content, message):
     from faceres.train.options import OptionsError, load_options
 
@@ -251,20 +255,23 @@ def test_options_path_that_is_a_directory_or_missing(tmp_path):
         load_options(tmp_path / "nothing.yml")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.total_iter=[1", "--set 'train.total_iter=[1': YAML syntax error"),
-    ("train.batch_size", "--set 'train.batch_size': expected KEY=VALUE"),
-    ("train.batch_size.x=1", "--set train.batch_size.x: train.batch_size is a value, not a section"),
-    ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
-    ("train.total_iter=-1", "train.total_iter must be at least 1, got -1"),
-    ("train.lr.codec=-1e-3", "train.lr.codec must be >= 0 and finite, got -0.001"),
-    ("train.ema_decay=2", "train.ema_decay must be in [0, 1), got 2.0"),
-    ("train.ema_decay=1", "train.ema_decay must be in [0, 1), got 1.0"),
-    ("train.ema_decay=.nan", "train.ema_decay must be in [0, 1), got nan"),
-    ("logger.save_every=0", "logger.save_every must be at least 1, got 0"),
-    ("network_g.size=63", "network_g.size must be a power of two from 16 to 2048, got 63"),
-    ("network_g.size=4096", "network_g.size must be a power of two from 16 to 2048, got 4096"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.total_iter=[1", "--set 'train.total_iter=[1': YAML syntax error"),
+        ("train.batch_size", "--set 'train.batch_size': expected KEY=VALUE"),
+        ("train.batch_size.x=1", "--set train.batch_size.x: train.batch_size is a value, not a section"),
+        ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+        ("train.total_iter=-1", "train.total_iter must be at least 1, got -1"),
+        ("train.lr.codec=-1e-3", "train.lr.codec must be >= 0 and finite, got -0.001"),
+        ("train.ema_decay=2", "train.ema_decay must be in [0, 1), got 2.0"),
+        ("train.ema_decay=1", "train.ema_decay must be in [0, 1), got 1.0"),
+        ("train.ema_decay=.nan", "train.ema_decay must be in [0, 1), got nan"),
+        ("logger.save_every=0", "logger.save_every must be at least 1, got 0"),
+        ("network_g.size=63", "network_g.size must be a power of two from 16 to 2048, got 63"),
+        ("network_g.size=4096", "network_g.size must be a power of two from 16 to 2048, got 4096"),
+    ],
+)
 def test_bad_option_values_are_rejected_naming_the_key(override, message):
     from faceres.train.options import OptionsError, load_options
 
@@ -288,11 +295,25 @@ def test_resume_auto_falls_back_from_a_truncated_latest_checkpoint(shared, tmp_p
     from faceres.train.trainer import train
 
     def opts(*extra):  # SFMNet at 64^2 with 16 channels: a step takes well under a second
-        return load_options(TINY.parent / "train_sfmnet_x8.yml", [
-            f"path.experiments_root={tmp_path}", "datasets.train.size=64", "datasets.val=null", "network_g.size=64",
-            "network_g.channels=16", "network_g.n_modules=1", "train.batch_size=1", "train.total_iter=3",
-            "datasets.train.subset=[500, 503]", "datasets.train.num_workers=0", "logger.save_every=1",
-            "logger.print_every=1", "logger.tensorboard=false", *extra])
+        return load_options(
+            TINY.parent / "train_sfmnet_x8.yml",
+            [
+                f"path.experiments_root={tmp_path}",
+                "datasets.train.size=64",
+                "datasets.val=null",
+                "network_g.size=64",
+                "network_g.channels=16",
+                "network_g.n_modules=1",
+                "train.batch_size=1",
+                "train.total_iter=3",
+                "datasets.train.subset=[500, 503]",
+                "datasets.train.num_workers=0",
+                "logger.save_every=1",
+                "logger.print_every=1",
+                "logger.tensorboard=false",
+                *extra,
+            ],
+        )
 
     train(opts(), "cpu", max_iters=2)
     ckpts = opts().experiment_dir / "checkpoints"

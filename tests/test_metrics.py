@@ -87,7 +87,7 @@ def test_identity_dlib_separates_same_and_different_people(shared):
     faces = DlibFaces()
     emb = {i: [faces.embedding(np.asarray(Image.open(f).convert("RGB"))) for f in by_id[i][:3]] for i in ids}
     same = [cosine(e[a], e[b]) for e in emb.values() for a in range(3) for b in range(a + 1, 3)]
-    diff = [cosine(emb[i][0], emb[j][0]) for n, i in enumerate(ids) for j in ids[n + 1:]]
+    diff = [cosine(emb[i][0], emb[j][0]) for n, i in enumerate(ids) for j in ids[n + 1 :]]
     assert np.mean(same) > np.mean(diff) + 0.02, (np.mean(same), np.mean(diff))
 
 
@@ -103,8 +103,23 @@ def test_make_testset_is_deterministic_and_evaluate_prints_table(shared, tmp_pat
     manifest = json.loads((tmp_path / "a/manifest.json").read_text())
     assert set(manifest["images"]) == set(names) and manifest["seed"] == 3
     capsys.readouterr()
-    assert main(["evaluate", "--restored", str(tmp_path / "a/hq"), "--gt", str(tmp_path / "a/hq"), "--lq", str(tmp_path / "a/lq"),
-                 "-o", str(tmp_path / "ev"), "--plot"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--restored",
+                str(tmp_path / "a/hq"),
+                "--gt",
+                str(tmp_path / "a/hq"),
+                "--lq",
+                str(tmp_path / "a/lq"),
+                "-o",
+                str(tmp_path / "ev"),
+                "--plot",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| input |" in out and "identity (dlib)" in out
     means = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"]
@@ -116,10 +131,30 @@ def test_make_testset_is_deterministic_and_evaluate_prints_table(shared, tmp_pat
 
 def test_evaluate_model_path(shared, tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(shared / "weights"))
-    assert main(["make-testset", str(shared / "data/celebahq-512/images"), "-o", str(tmp_path / "ts"), "--subset", "0:2",
-                 "--size", "256"]) == 0
-    assert main(["evaluate", "--model", str(tiny_model), "--lq", str(tmp_path / "ts/lq"), "--gt", str(tmp_path / "ts/hq"),
-                 "-o", str(tmp_path / "ev"), "--no-identity", "--device", "cpu", "--plot"]) == 0
+    assert (
+        main(["make-testset", str(shared / "data/celebahq-512/images"), "-o", str(tmp_path / "ts"), "--subset", "0:2", "--size", "256"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tiny_model),
+                "--lq",
+                str(tmp_path / "ts/lq"),
+                "--gt",
+                str(tmp_path / "ts/hq"),
+                "-o",
+                str(tmp_path / "ev"),
+                "--no-identity",
+                "--device",
+                "cpu",
+                "--plot",
+            ]
+        )
+        == 0
+    )
     means = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"]
     assert set(means) == {"input", str(tiny_model)}
     assert (tmp_path / "ev/contact_sheet.png").is_file()
@@ -128,9 +163,11 @@ def test_evaluate_model_path(shared, tmp_path, tiny_model, monkeypatch):
 
 # NIQE of these shared images from pyiqa 0.1.16's independent PyTorch implementation (same
 # pristine parameters, Y = BT.601), recorded by `python bench/niqe_crosscheck.py` on 2026-11-23.
-PYIQA_NIQE = {"celebahq-512/images/00129b5490b5459d813a2f031033635e.jpg": 3.9379,
-              "celebahq-512/images/002b92f1277545ed80cae62a1f3fd84c.jpg": 3.4785,
-              "real-lq/cropped/00000052_lq.png": 13.3042}
+PYIQA_NIQE = {
+    "celebahq-512/images/00129b5490b5459d813a2f031033635e.jpg": 3.9379,
+    "celebahq-512/images/002b92f1277545ed80cae62a1f3fd84c.jpg": 3.4785,
+    "real-lq/cropped/00000052_lq.png": 13.3042,
+}
 
 
 @pytest.mark.parametrize("name", sorted(PYIQA_NIQE))
@@ -167,8 +204,25 @@ def test_evaluate_prints_niqe_with_no_environment(tmp_path):
     restored, gt = smooth_faces(tmp_path / "restored", 2, 0, blur=1), smooth_faces(tmp_path / "gt", 2, 0)
     env = {k: v for k, v in os.environ.items() if k not in ("FACERES_WEIGHTS_DIR", "XDG_CACHE_HOME")}
     env["HOME"] = str(tmp_path / "home")
-    run = subprocess.run([sys.executable, "-m", "faceres.cli", "evaluate", "--restored", str(restored), "--gt", str(gt),
-                          "--no-identity", "-o", str(tmp_path / "ev")], env=env, cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "faceres.cli",
+            "evaluate",
+            "--restored",
+            str(restored),
+            "--gt",
+            str(gt),
+            "--no-identity",
+            "-o",
+            str(tmp_path / "ev"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert "niqe ↓" in run.stdout and "Metrics that ran: PSNR, SSIM, NIQE" in run.stdout
     niqe_value = json.loads((tmp_path / "ev/metrics.json").read_text())["mean"][str(restored)]["niqe"]
@@ -195,8 +249,14 @@ def test_ifqa_network_loads_the_official_format_strictly(tmp_path, monkeypatch):
 
     net = ifqa.IFQANet()
     state = net.state_dict()
-    for key in ("encoder128.conv1x1.weight", "encoder128.norm1.weight", "btn.3.conv2.bias", "decoder16.conv1x1.weight",
-                "decoder256.0.conv1x1.weight", "decoder256.0.norm2.bias"):  # names in the authors' model.py
+    for key in (
+        "encoder128.conv1x1.weight",
+        "encoder128.norm1.weight",
+        "btn.3.conv2.bias",
+        "decoder16.conv1x1.weight",
+        "decoder256.0.conv1x1.weight",
+        "decoder256.0.norm2.bias",
+    ):  # names in the authors' model.py
         assert key in state
     assert "btn.0.conv1x1.weight" not in state  # 1024 -> 1024: identity shortcut
     torch.save({"D": state}, tmp_path / "IFQA_Metric.pth")
@@ -226,8 +286,10 @@ def test_missing_ifqa_file_names_where_to_get_it(tmp_path, monkeypatch):
 def test_band_table_reports_gain_per_input_quality_band():
     from faceres.metrics.evaluate import band_table
 
-    results = {"input": [{"image": "a", "psnr": 20.0}, {"image": "b", "psnr": 28.0}, {"image": "c", "psnr": 29.0}],
-               "model": [{"image": "a", "psnr": 22.5}, {"image": "b", "psnr": 27.0}, {"image": "c", "psnr": 29.5}]}
+    results = {
+        "input": [{"image": "a", "psnr": 20.0}, {"image": "b", "psnr": 28.0}, {"image": "c", "psnr": 29.0}],
+        "model": [{"image": "a", "psnr": 22.5}, {"image": "b", "psnr": 27.0}, {"image": "c", "psnr": 29.5}],
+    }
     rows = band_table(results).splitlines()
     assert "| model | < 22 | 1 | 20.00 | +2.500 | 1 |" in rows
     assert "| model | >= 27 | 2 | 28.50 | -0.250 | 1 |" in rows

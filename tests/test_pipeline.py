@@ -70,8 +70,11 @@ def fidelity_distances(model_path, crop):
 def test_fidelity_moves_output_monotonically(tiny_model, shared):
     import cv2
 
-    crop = cv2.resize(load_photo(shared / "data/real-lq/cropped" / sorted((shared / "data/real-lq/cropped").iterdir())[0].name).rgb,
-                      (128, 128), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(
+        load_photo(shared / "data/real-lq/cropped" / sorted((shared / "data/real-lq/cropped").iterdir())[0].name).rgb,
+        (128, 128),
+        interpolation=cv2.INTER_AREA,
+    )
     d = fidelity_distances(tiny_model, crop)
     assert d[-1] == 0
     assert all(a > b for a, b in zip(d, d[1:])), d
@@ -190,17 +193,20 @@ def test_two_threads_share_one_restorer(tiny_model, weights_env, shared, monkeyp
     assert np.abs(sequential[0].image - sequential[1].image).max() > 0.05  # the fidelities really differ
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(upscale=0), "upscale must be positive"),
-    (dict(upscale=float("nan")), "upscale must be a finite number"),
-    (dict(fidelity=1.5), r"fidelity must be in \[0, 1\], got 1.5"),
-    (dict(fidelity="high"), "fidelity must be a finite number"),
-    (dict(min_eye_distance=-1), "min_eye_distance must be >= 0"),
-    (dict(aligned="yes"), "aligned must be True or False"),
-    (dict(flip_ensemble="auto"), "flip_ensemble must be None, True or False"),
-    (dict(on_drift="warn"), "on_drift must be off, flag or fallback, got 'warn'"),
-    (dict(drift_threshold=float("inf")), "drift_threshold must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(upscale=0), "upscale must be positive"),
+        (dict(upscale=float("nan")), "upscale must be a finite number"),
+        (dict(fidelity=1.5), r"fidelity must be in \[0, 1\], got 1.5"),
+        (dict(fidelity="high"), "fidelity must be a finite number"),
+        (dict(min_eye_distance=-1), "min_eye_distance must be >= 0"),
+        (dict(aligned="yes"), "aligned must be True or False"),
+        (dict(flip_ensemble="auto"), "flip_ensemble must be None, True or False"),
+        (dict(on_drift="warn"), "on_drift must be off, flag or fallback, got 'warn'"),
+        (dict(drift_threshold=float("inf")), "drift_threshold must be a finite number"),
+    ],
+)
 def test_restore_options_refuse_bad_values(change, message):
     with pytest.raises(ValueError, match=message):
         RestoreOptions(**change)

@@ -21,8 +21,9 @@ class RandomRecognizer(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(1)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, 4), nn.PReLU(8), nn.Conv2d(8, 16, 5, 4), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                                  nn.Linear(64, 64))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 5, 4), nn.PReLU(8), nn.Conv2d(8, 16, 5, 4), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 64)
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -87,8 +88,13 @@ def test_drift_fallback_keeps_the_input_face(tiny_model, weights_env, shared):
 
 def test_reference_restore_end_to_end_on_real_photos(tiny_model, weights_env, shared, tmp_path):
     """--reference wiring on real photos: the couple photo restored toward faces found in t1.jpg."""
-    r = FaceRestorer(tiny_model, detector="retinaface_mobile0.25", reference=shared / "data/multi-face/t1.jpg",
-                     recognizer=RandomRecognizer(), sair=SAIRConfig(steps=3))
+    r = FaceRestorer(
+        tiny_model,
+        detector="retinaface_mobile0.25",
+        reference=shared / "data/multi-face/t1.jpg",
+        recognizer=RandomRecognizer(),
+        sair=SAIRConfig(steps=3),
+    )
     result = r.restore(shared / "data/multi-face/couple.jpg", upscale=1)
     assert len(result.faces) == 3
     for f in result.faces:
@@ -102,9 +108,27 @@ def test_reference_runs_offline_with_the_dlib_recognizer(tiny_model, weights_env
 
     monkeypatch.setenv("FACERES_OFFLINE", "1")
     out = tmp_path / "o"
-    code = main(["restore", str(shared / "data/multi-face/couple.jpg"), "-o", str(out), "--model", str(tiny_model),
-                 "--detector", "retinaface_mobile0.25", "--reference", str(shared / "data/multi-face/t1.jpg"),
-                 "--reference-steps", "2", "--on-drift", "off", "--no-faces", "-s", "1"])
+    code = main(
+        [
+            "restore",
+            str(shared / "data/multi-face/couple.jpg"),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--detector",
+            "retinaface_mobile0.25",
+            "--reference",
+            str(shared / "data/multi-face/t1.jpg"),
+            "--reference-steps",
+            "2",
+            "--on-drift",
+            "off",
+            "--no-faces",
+            "-s",
+            "1",
+        ]
+    )
     assert code == 0
     entry = json.loads((out / "report.json").read_text())["images"][0]
     assert entry["faces"] == 3 and [r["of"] for r in entry["reference"]] == [6, 6, 6]

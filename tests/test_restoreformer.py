@@ -66,6 +66,7 @@ def assert_codes(net: RestoreFormer, x: torch.Tensor, ref: dict):
 
 # ---------------------------------------------------------------- small configuration, stored fp16 weights
 
+
 def test_small_fixture_reproduces_every_tensor(fx64):
     net = RestoreFormer(**our_config(fx64["config"])).eval()
     net.load_state_dict(fx64["state_dict"], strict=True)  # fp16 -> fp32 on copy, as the README prescribes
@@ -116,6 +117,7 @@ def test_bad_files(fx64, tmp_path):
 
 
 # ---------------------------------------------------------------- the released configuration (README §5)
+
 
 def recipe_value(key: str, shape) -> torch.Tensor:
     """README §5: one generator per key, seeded with the key's CRC32; no overrides for RestoreFormer."""
@@ -178,13 +180,18 @@ def test_release_configuration_reproduces_recipe_fixture(released, ref512):
     with torch.no_grad():
         out = net(x)
     flat = out.double().flatten(2)
-    views = {"grid_a": out[..., ::8, ::8], "grid_b": out[..., 7::8, 7::8], "pool8": F.avg_pool2d(out, 8),
-             "stats": torch.stack([flat.mean(2), flat.std(2), flat.amin(2), flat.amax(2), flat.abs().mean(2)], dim=2)}
+    views = {
+        "grid_a": out[..., ::8, ::8],
+        "grid_b": out[..., 7::8, 7::8],
+        "pool8": F.avg_pool2d(out, 8),
+        "stats": torch.stack([flat.mean(2), flat.std(2), flat.amin(2), flat.amax(2), flat.abs().mean(2)], dim=2),
+    }
     for key, ours in views.items():
         torch.testing.assert_close(ours, ref512["output"][key].to(ours.dtype), **TOL, msg=lambda m, key=key: f"{key}: {m}")
 
 
 # ---------------------------------------------------------------- end to end through the pipeline
+
 
 def test_cli_restores_with_released_format_file_and_refuses_fidelity(fx64, weights_env, shared, tmp_path, capsys):
     """The small fixture network in a RestoreFormer.pth-format file ({'params_ema': ...}): 64^2 FFHQ crops."""

@@ -45,9 +45,16 @@ def loss_backbones(tmp_path_factory) -> dict[str, Path]:
 
 
 def tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra):
-    return load_options(TINY, [f"path.experiments_root={tmp_path}", f"datasets.train.landmarks={tiny_landmarks}",
-                               f"train.losses.feature_matching.weights={loss_backbones['vgg']}",
-                               f"train.losses.identity.weights={loss_backbones['arcface']}", *extra])
+    return load_options(
+        TINY,
+        [
+            f"path.experiments_root={tmp_path}",
+            f"datasets.train.landmarks={tiny_landmarks}",
+            f"train.losses.feature_matching.weights={loss_backbones['vgg']}",
+            f"train.losses.identity.weights={loss_backbones['arcface']}",
+            *extra,
+        ],
+    )
 
 
 # ------------------------------------------------------------------ degradation
@@ -170,8 +177,9 @@ def test_tiny_training_with_every_paper_loss(shared, tmp_path, tiny_landmarks, l
 
 @pytest.mark.slow  # > 20 s on 2 shared cores
 def test_substitute_feature_loss_is_named_not_vgg(shared, tmp_path, tiny_landmarks, loss_backbones, capsys):
-    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.feature_matching.type=discriminator_features",
-                     "train.total_iter=1")
+    opts = tiny_opts(
+        tmp_path, tiny_landmarks, loss_backbones, "train.losses.feature_matching.type=discriminator_features", "train.total_iter=1"
+    )
     train(opts, "cpu")
     out = capsys.readouterr().out
     assert "discriminator-feature matching (not VGG)" in out and "l_dfeat" in out and "l_vgg" not in out
@@ -184,8 +192,12 @@ def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, preci
     options it saved) ends bit-identical to a straight run."""
     from faceres.cli import main
 
-    extra = ["train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features", "val.every=100",
-             f"train.precision={precision}"]
+    extra = [
+        "train.losses.identity.type=none",
+        "train.losses.feature_matching.type=discriminator_features",
+        "val.every=100",
+        f"train.precision={precision}",
+    ]
     straight = train(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra), "cpu")
     opts_b = tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra)
     train(opts_b, "cpu", max_iters=2)
@@ -206,8 +218,13 @@ def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, preci
 
 
 def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landmarks, loss_backbones):
-    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none",
-                     "train.losses.feature_matching.type=discriminator_features")
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        "train.losses.identity.type=none",
+        "train.losses.feature_matching.type=discriminator_features",
+    )
     trainer = build_model(opts, torch.device("cpu"))
     before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
@@ -221,8 +238,15 @@ def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landm
 
 
 def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmarks, loss_backbones):
-    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "train.losses.identity.type=none", "train.losses.gan_global=0",
-                     "train.losses.gan_local=0", "train.losses.feature_matching.weight=0")
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        "train.losses.identity.type=none",
+        "train.losses.gan_global=0",
+        "train.losses.gan_local=0",
+        "train.losses.feature_matching.weight=0",
+    )
     trainer = build_model(opts, torch.device("cpu"))
     d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
     g_before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
@@ -244,8 +268,15 @@ def test_prior_stage_then_restoration_from_its_export(shared, tmp_path, tiny_lan
     train(prior, "cpu")
     models = prior.experiment_dir / "models"
     g, d = models / "prior_g_00000002.safetensors", models / "prior_d_00000002.safetensors"
-    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, f"path.prior_g={g}", f"path.prior_d={d}",
-                     "train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features")
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        f"path.prior_g={g}",
+        f"path.prior_d={d}",
+        "train.losses.identity.type=none",
+        "train.losses.feature_matching.type=discriminator_features",
+    )
     trainer = build_model(opts, torch.device("cpu"))
     from faceres.checkpoints import load_state_dict_file
 
@@ -255,8 +286,15 @@ def test_prior_stage_then_restoration_from_its_export(shared, tmp_path, tiny_lan
 
 @pytest.mark.parametrize("loss", ["ffl", "gfl"])
 def test_frequency_losses_selectable_in_training(shared, tmp_path, tiny_landmarks, loss_backbones, loss):
-    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, f"train.losses.{loss}.weight=1", "train.total_iter=2",
-                     "train.losses.identity.type=none", "train.losses.feature_matching.type=discriminator_features")
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        f"train.losses.{loss}.weight=1",
+        "train.total_iter=2",
+        "train.losses.identity.type=none",
+        "train.losses.feature_matching.type=discriminator_features",
+    )
     trainer = train(opts, "cpu")
     log = [json.loads(x) for x in (opts.experiment_dir / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(e[f"l_{loss}"]) for e in log if e["kind"] == "train")
@@ -267,11 +305,31 @@ def test_frequency_losses_selectable_in_training(shared, tmp_path, tiny_landmark
 
 @pytest.mark.slow  # > 20 s on 2 shared cores
 def test_ddp_two_processes_gloo(shared, tmp_path, tiny_landmarks, loss_backbones):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "faceres.cli",
-           "train", "-opt", str(TINY), "--device", "cpu",
-           "--set", f"path.experiments_root={tmp_path}", "--set", f"datasets.train.landmarks={tiny_landmarks}",
-           "--set", "train.total_iter=2", "--set", "train.losses.identity.type=none",
-           "--set", "train.losses.feature_matching.type=discriminator_features"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "faceres.cli",
+        "train",
+        "-opt",
+        str(TINY),
+        "--device",
+        "cpu",
+        "--set",
+        f"path.experiments_root={tmp_path}",
+        "--set",
+        f"datasets.train.landmarks={tiny_landmarks}",
+        "--set",
+        "train.total_iter=2",
+        "--set",
+        "train.losses.identity.type=none",
+        "--set",
+        "train.losses.feature_matching.type=discriminator_features",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -280,11 +338,26 @@ def test_ddp_two_processes_gloo(shared, tmp_path, tiny_landmarks, loss_backbones
 
 
 def test_sfmnet_trains_and_restores_aligned(shared, tmp_path):
-    opts = load_options(ROOT / "options/train_sfmnet_x8.yml", [
-        f"path.experiments_root={tmp_path}", "datasets.train.size=64", "datasets.val.size=64", "network_g.size=64",
-        "network_g.channels=16", "network_g.n_modules=2", "train.batch_size=2", "train.total_iter=2",
-        "datasets.train.subset=[500, 504]", "datasets.val.subset=[0, 2]", "datasets.train.num_workers=0",
-        "val.every=2", "logger.print_every=1", "logger.save_every=2", "logger.tensorboard=false"])
+    opts = load_options(
+        ROOT / "options/train_sfmnet_x8.yml",
+        [
+            f"path.experiments_root={tmp_path}",
+            "datasets.train.size=64",
+            "datasets.val.size=64",
+            "network_g.size=64",
+            "network_g.channels=16",
+            "network_g.n_modules=2",
+            "train.batch_size=2",
+            "train.total_iter=2",
+            "datasets.train.subset=[500, 504]",
+            "datasets.val.subset=[0, 2]",
+            "datasets.train.num_workers=0",
+            "val.every=2",
+            "logger.print_every=1",
+            "logger.save_every=2",
+            "logger.tensorboard=false",
+        ],
+    )
     train(opts, "cpu")
     log = [json.loads(x) for x in (opts.experiment_dir / "train_log.jsonl").read_text().splitlines() if '"train"' in x]
     assert all(np.isfinite(e["l_l1_fre"]) and np.isfinite(e["l_amp_pha"]) for e in log)
@@ -298,8 +371,14 @@ def test_sfmnet_trains_and_restores_aligned(shared, tmp_path):
 
 
 def test_noise_init_option_sets_injection_weights(shared, tmp_path, tiny_landmarks, loss_backbones):
-    opts = tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "network_g.noise_init=1.0", "train.losses.identity.type=none",
-                     "train.losses.feature_matching.type=discriminator_features")
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        "network_g.noise_init=1.0",
+        "train.losses.identity.type=none",
+        "train.losses.feature_matching.type=discriminator_features",
+    )
     trainer = build_model(opts, torch.device("cpu"))
     weights = [p for n, p in trainer.net_g.generator.named_parameters() if n.endswith("noise.weight")]
     assert weights and all(w.item() == 1.0 for w in weights)
@@ -323,8 +402,13 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     from faceres.checkpoints import load_state_dict_file
     from faceres.cli import main
 
-    extra = ["train.losses.identity.type=none", "train.losses.gan_local=0", "train.losses.gan_global=0",
-             "train.losses.feature_matching.weight=0", "network_g.input_skip=true"]
+    extra = [
+        "train.losses.identity.type=none",
+        "train.losses.gan_local=0",
+        "train.losses.gan_global=0",
+        "train.losses.feature_matching.weight=0",
+        "network_g.input_skip=true",
+    ]
     first = train(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra), "cpu", max_iters=2)
     release = tmp_path / "release.safetensors"
     assert main(["export", str(tmp_path / "a/faceres_tiny/models/net_g_ema_00000002.safetensors"), "-o", str(release)]) == 0
@@ -352,8 +436,19 @@ def test_options_pick_the_training_model(shared, tmp_path, tiny_landmarks, loss_
     cpu = torch.device("cpu")
     assert type(build_model(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra), cpu)) is RestorationModel
     assert type(build_model(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra, "train.mode=prior"), cpu)) is PriorModel
-    sfm = build_model(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra, "network_g.arch=sfmnet", "network_g.channels=8",
-                                "network_g.n_modules=1", "train.losses.gan_local=0"), cpu)
+    sfm = build_model(
+        tiny_opts(
+            tmp_path,
+            tiny_landmarks,
+            loss_backbones,
+            *extra,
+            "network_g.arch=sfmnet",
+            "network_g.channels=8",
+            "network_g.n_modules=1",
+            "train.losses.gan_local=0",
+        ),
+        cpu,
+    )
     assert type(sfm) is SFMNetModel and sfm.local_d is None
     assert [g["name"] for g in sfm.opt_g.param_groups] == ["sfmnet"]
 

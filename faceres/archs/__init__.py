@@ -31,5 +31,19 @@ def build_network(arch: str, **kwargs) -> nn.Module:
     return ARCHS[arch](**kwargs)
 
 
-__all__ = ["ARCHS", "AsymmetricCodec", "CodecPriorNet", "CodeFormer", "ComponentDiscriminator", "GFPGANv1Clean", "GPENGenerator", "MMRB",
-           "RestoreFormer", "SFMNet", "StyleGAN2Discriminator", "StyleGAN2Generator", "build_network", "freeze_d"]
+__all__ = [
+    "ARCHS",
+    "AsymmetricCodec",
+    "CodecPriorNet",
+    "CodeFormer",
+    "ComponentDiscriminator",
+    "GFPGANv1Clean",
+    "GPENGenerator",
+    "MMRB",
+    "RestoreFormer",
+    "SFMNet",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
+    "build_network",
+    "freeze_d",
+]

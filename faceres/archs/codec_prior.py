@@ -73,8 +73,7 @@ class CodecPriorNet(StyleGAN2PriorNet):
     """`input_skip` (not in the paper) adds the input face to the output, so the network learns a
     correction: a mildly degraded face passes through from the first step. faceres-v1 uses it."""
 
-    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01,
-                 input_skip=False):
+    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01, input_skip=False):
         super().__init__()
         self.input_skip = input_skip
         if size & (size - 1) or not 64 <= size <= 1024:

@@ -18,8 +18,10 @@ from torch import nn
 from .contract import RestorationNet, RestorerSpec
 from .vqgan import Codebook, ResBlock, VQEncoder, VQGenerator
 
-CODEFORMER_FIDELITY = ("CodeFormer's w, the weight of the controllable feature transform that fuses the encoder's "
-                       "features into the codebook decoder: 1 = closest to the input, 0 = codebook prior only")
+CODEFORMER_FIDELITY = (
+    "CodeFormer's w, the weight of the controllable feature transform that fuses the encoder's "
+    "features into the codebook decoder: 1 = closest to the input, 0 = codebook prior only"
+)
 FUSE_CHANNELS = {16: 512, 32: 256, 64: 256, 128: 128, 256: 128, 512: 64}  # at nf = 64
 
 
@@ -68,8 +70,17 @@ class CodeFormer(RestorationNet):
     9 layers, fusion at 32/64/128/256). `nf` (VQGAN base width) and the transformer sizes may be
     smaller for tests; the 512^2 input, its 16x16 code map and the level layout are fixed."""
 
-    def __init__(self, dim_embd=512, codebook_size=1024, n_head=8, n_layers=9, connect_list=("32", "64", "128", "256"),
-                 nf=64, emb_dim=256, latent_size=256):
+    def __init__(
+        self,
+        dim_embd=512,
+        codebook_size=1024,
+        n_head=8,
+        n_layers=9,
+        connect_list=("32", "64", "128", "256"),
+        nf=64,
+        emb_dim=256,
+        latent_size=256,
+    ):
         super().__init__()
         self.spec = RestorerSpec(512, fidelity_range=(0.0, 1.0), fidelity_meaning=CODEFORMER_FIDELITY)
         self.side = int(latent_size**0.5)

@@ -96,9 +96,15 @@ DLIB5_ON_FFHQ_512 = np.array([[340.78, 242.63], [291.17, 246.59], [169.40, 244.7
 
 # dlib's get_face_chip_details: where those 5 points go in the chip, as fractions of a chip
 # without padding (dlib/image_transforms/interpolation.h).
-_DLIB5_CHIP = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
-                        [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
-                        [0.4901123135679, 0.6277975316475]])
+_DLIB5_CHIP = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
 
 
 def chip_to_face_affine(landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
@@ -110,8 +116,8 @@ def chip_to_face_affine(landmarks: np.ndarray, size: int = CHIP_SIZE, padding: f
     dst = np.asarray(landmarks, np.float64)
     sm, dm = src.mean(0), dst.mean(0)
     s, d = src - sm, dst - dm
-    a = (s * d).sum() / (s ** 2).sum()  # similarity [[a, -b], [b, a]] (Umeyama, no reflection)
-    b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / (s ** 2).sum()
+    a = (s * d).sum() / (s**2).sum()  # similarity [[a, -b], [b, a]] (Umeyama, no reflection)
+    b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / (s**2).sum()
     rot = np.array([[a, -b], [b, a]])
     centre = rot @ (np.array([size, size]) / 2 - sm) + dm  # the image point of chip point (size/2, size/2)
     scale = np.hypot(a, b)
@@ -144,7 +150,7 @@ class DlibFaceChip(nn.Module):
             ys, xs = np.meshgrid(np.arange(CHIP_SIZE), np.arange(CHIP_SIZE), indexing="ij")
             pts = np.stack([xs, ys, np.ones_like(xs)], -1) @ m.T  # chip pixel -> face pixel
             width, levels, level_side = (CHIP_SIZE - 1) * np.hypot(*m[:, 0]), 0, side  # the chip's extent on the face
-            while (width / 2) ** 2 > CHIP_SIZE ** 2:  # extract_image_chips: one level down while it still shrinks
+            while (width / 2) ** 2 > CHIP_SIZE**2:  # extract_image_chips: one level down while it still shrinks
                 width, levels, level_side = width / 2, levels + 1, (level_side - 3) // 2
                 pts = pts / 2 - np.array([1.25, 0.75])  # pyramid_down<2>::point_down
             self._plans[side] = levels, torch.tensor((pts + 0.5) / level_side * 2 - 1, dtype=torch.float32)[None]

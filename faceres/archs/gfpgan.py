@@ -178,8 +178,17 @@ class GFPGANv1Clean(RestorationNet):
     """Released flags: input_is_latent, different_w, sft_half all True (GFPGANer(arch='clean',
     channel_multiplier=2) at out_size 512). The U-Net runs at half the decoder's width."""
 
-    def __init__(self, out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8, input_is_latent=True,
-                 different_w=True, narrow=1.0, sft_half=True):
+    def __init__(
+        self,
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1.0,
+        sft_half=True,
+    ):
         super().__init__()
         self.spec = RestorerSpec(out_size)
         self.input_is_latent, self.different_w, self.num_style_feat = input_is_latent, different_w, num_style_feat

@@ -68,8 +68,10 @@ class Encoder(nn.Module):
         widths = [ch * m for m in ch_mult]
         last = len(widths) - 1
         self.conv_in = conv3x3(3, ch)
-        self.down = nn.ModuleList(Level(([ch] + widths)[i], w, num_res_blocks, heads, i == last, None if i == last else "downsample")
-                                  for i, w in enumerate(widths))
+        self.down = nn.ModuleList(
+            Level(([ch] + widths)[i], w, num_res_blocks, heads, i == last, None if i == last else "downsample")
+            for i, w in enumerate(widths)
+        )
         self.mid = Mid(widths[-1], heads)
         self.norm_out, self.conv_out = normalize(widths[-1]), conv3x3(widths[-1], z_channels)
 
@@ -91,8 +93,10 @@ class Decoder(nn.Module):
         last = len(widths) - 1
         self.conv_in = conv3x3(z_channels, widths[-1])
         self.mid = Mid(widths[-1], heads)
-        self.up = nn.ModuleList(Level((widths + [widths[-1]])[i + 1], w, num_res_blocks + 1, heads, i == last, "upsample" if i else None)
-                                for i, w in enumerate(widths))
+        self.up = nn.ModuleList(
+            Level((widths + [widths[-1]])[i + 1], w, num_res_blocks + 1, heads, i == last, "upsample" if i else None)
+            for i, w in enumerate(widths)
+        )
         self.norm_out, self.conv_out = normalize(widths[0]), conv3x3(widths[0], 3)
 
     def forward(self, z, hs):
@@ -107,8 +111,9 @@ class RestoreFormer(RestorationNet):
     """Released configuration: RestoreFormer() (GFPGANer calls it without arguments). Attention sits at
     the lowest level (16^2 for `resolution` / 2^(levels-1) = 16, as upstream requires)."""
 
-    def __init__(self, n_embed=1024, embed_dim=256, ch=64, ch_mult=RELEASED_MULT, num_res_blocks=2, resolution=512,
-                 z_channels=256, heads=8):
+    def __init__(
+        self, n_embed=1024, embed_dim=256, ch=64, ch_mult=RELEASED_MULT, num_res_blocks=2, resolution=512, z_channels=256, heads=8
+    ):
         super().__init__()
         self.spec = RestorerSpec(resolution)
         self.encoder = Encoder(ch, ch_mult, num_res_blocks, z_channels, heads)

@@ -254,8 +254,9 @@ class StyleGAN2Generator(nn.Module):
     networks feed encoder/decoder features here); None entries draw Gaussian noise.
     """
 
-    def __init__(self, size, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01,
-                 blur_kernel=(1, 3, 3, 1)):
+    def __init__(
+        self, size, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01, blur_kernel=(1, 3, 3, 1)
+    ):
         super().__init__()
         self.size, self.style_dim = size, style_dim
         self.log_size = int(math.log2(size))

@@ -54,7 +54,7 @@ def load_face(path: Path, size: int, center_crop: bool) -> tuple[np.ndarray, flo
     if center_crop and h != w:
         side = min(h, w)
         ox, oy = (w - side) // 2, (h - side) // 2
-        img = img[oy:oy + side, ox:ox + side]
+        img = img[oy : oy + side, ox : ox + side]
     side = img.shape[1]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
     return np.ascontiguousarray(cv2.resize(img, (size, size), interpolation=interp)), size / side, (ox, oy)

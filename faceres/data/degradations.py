@@ -64,8 +64,15 @@ def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
     else:
         blur = {"type": "gaussian", "sigma_x": u(opts.blur_sigma), "sigma_y": u(opts.blur_sigma), "theta": u((0.0, math.pi))}
     jpeg = int(round(u(opts.jpeg))) if rng.random() < opts.jpeg_prob else None
-    params = {"blur": blur, "scale": u(opts.scale), "noise": u(opts.noise), "jpeg": jpeg,
-              "noise_seed": int(rng.integers(2**31)), "gray": bool(rng.random() < opts.gray_prob), "resize": opts.resize}
+    params = {
+        "blur": blur,
+        "scale": u(opts.scale),
+        "noise": u(opts.noise),
+        "jpeg": jpeg,
+        "noise_seed": int(rng.integers(2**31)),
+        "gray": bool(rng.random() < opts.gray_prob),
+        "resize": opts.resize,
+    }
     if rng.random() < opts.color_jitter_prob:
         params["color_shift"] = [u((-opts.color_jitter_shift, opts.color_jitter_shift)) for _ in range(3)]
     return params

@@ -14,8 +14,15 @@ from .degradations import DEGRADATION_PRESETS, DegradationOpts, degrade, sample_
 SIZES = (16, 4096)  # a 4096^2 pair is already about 400 MB of float32 work per image
 
 
-def make_testset(hq_dir: Path, out_dir: Path, seed: int = 0, degradation: str | DegradationOpts = "paper", size: int = 512,
-                 subset=(None, None), center_crop: bool = False) -> Path:
+def make_testset(
+    hq_dir: Path,
+    out_dir: Path,
+    seed: int = 0,
+    degradation: str | DegradationOpts = "paper",
+    size: int = 512,
+    subset=(None, None),
+    center_crop: bool = False,
+) -> Path:
     """Writes out_dir/hq/*.png, out_dir/lq/*.png and manifest.json (parameters drawn per image).
     The same (seed, file index) always gives the same LQ image."""
     if not SIZES[0] <= size <= SIZES[1]:
@@ -26,8 +33,13 @@ def make_testset(hq_dir: Path, out_dir: Path, seed: int = 0, degradation: str | 
     out_dir = Path(out_dir)
     (out_dir / "hq").mkdir(parents=True, exist_ok=True)
     (out_dir / "lq").mkdir(parents=True, exist_ok=True)
-    manifest = {"seed": seed, "degradation": degradation if isinstance(degradation, str) else "custom", "size": size,
-                "source": str(hq_dir), "images": {}}
+    manifest = {
+        "seed": seed,
+        "degradation": degradation if isinstance(degradation, str) else "custom",
+        "size": size,
+        "source": str(hq_dir),
+        "images": {},
+    }
     for i, path in enumerate(files):
         img, _, _ = load_face(path, size, center_crop)
         gt = img.astype(np.float32) / 255.0

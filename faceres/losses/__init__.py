@@ -5,5 +5,14 @@ from .identity import DlibIdentityLoss, IdentityLoss, build_arcface
 from .perceptual import DiscriminatorFeatureLoss, VGGFeatureLoss
 from .pixel import multiscale_l1
 
-__all__ = ["DiscriminatorFeatureLoss", "DlibIdentityLoss", "IdentityLoss", "VGGFeatureLoss", "build_arcface", "d_logistic",
-           "g_nonsaturating", "multiscale_l1", "r1_penalty"]
+__all__ = [
+    "DiscriminatorFeatureLoss",
+    "DlibIdentityLoss",
+    "IdentityLoss",
+    "VGGFeatureLoss",
+    "build_arcface",
+    "d_logistic",
+    "g_nonsaturating",
+    "multiscale_l1",
+    "r1_penalty",
+]

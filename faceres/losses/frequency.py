@@ -70,8 +70,9 @@ class BandSchedule:
     by (ω0 - ωF)/S per stage to ωF; near ωF it snaps to ωF and stays. Static mode advances every
     N/S iterations; dynamic mode when the GFL value falls below the current stage's threshold."""
 
-    def __init__(self, omega0: float, omega_final: float, stages: int, total: int, mode: str = "static",
-                 thresholds: tuple[float, ...] = ()):
+    def __init__(
+        self, omega0: float, omega_final: float, stages: int, total: int, mode: str = "static", thresholds: tuple[float, ...] = ()
+    ):
         if mode not in ("static", "dynamic"):
             raise ValueError(f"mode must be static or dynamic, got {mode!r}")
         if mode == "dynamic" and not thresholds:

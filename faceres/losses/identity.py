@@ -20,7 +20,7 @@ def build_arcface(state_dict: dict[str, torch.Tensor]) -> nn.Module:
 def face_region_112(x: torch.Tensor) -> torch.Tensor:
     """Crop the inner face of an FFHQ-aligned image as pSp/GPEN do, resized to 112."""
     s = x.shape[-1] / 256
-    x = x[:, :, int(35 * s): x.shape[-2] - int(33 * s), int(32 * s): x.shape[-1] - int(36 * s)]
+    x = x[:, :, int(35 * s) : x.shape[-2] - int(33 * s), int(32 * s) : x.shape[-1] - int(36 * s)]
     return F.adaptive_avg_pool2d(x, 112)
 
 

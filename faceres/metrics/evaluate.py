@@ -17,8 +17,16 @@ from .fullref import psnr, ssim
 from .identity import cosine, face_u8, landmark_distance
 from .niqe import niqe
 
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "niqe": False, "ifqa": True,
-                    "identity (dlib)": True, "lmd": False}
+HIGHER_IS_BETTER = {
+    "psnr": True,
+    "ssim": True,
+    "lpips": False,
+    "fid": False,
+    "niqe": False,
+    "ifqa": True,
+    "identity (dlib)": True,
+    "lmd": False,
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -139,10 +147,12 @@ def markdown_table(means: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-DEFINITIONS = ("PSNR: RGB, 0-255, no border crop. SSIM: Y (BT.601), 11x11 Gaussian window. LPIPS: v0.1, lpips package "
-               "heads on torchvision's ImageNet trunk. FID: pytorch-fid Inception (pool3, 2048-d). NIQE: Y, BasicSR pristine "
-               "parameters. IFQA: CNN metric, mean of the 256x256 realness map. identity (dlib): cosine of dlib 128-d "
-               "descriptors (not ArcFace). LMD: dlib 68-point distance at 512 px.")
+DEFINITIONS = (
+    "PSNR: RGB, 0-255, no border crop. SSIM: Y (BT.601), 11x11 Gaussian window. LPIPS: v0.1, lpips package "
+    "heads on torchvision's ImageNet trunk. FID: pytorch-fid Inception (pool3, 2048-d). NIQE: Y, BasicSR pristine "
+    "parameters. IFQA: CNN metric, mean of the 256x256 realness map. identity (dlib): cosine of dlib 128-d "
+    "descriptors (not ArcFace). LMD: dlib 68-point distance at 512 px."
+)
 
 
 PSNR_BANDS = ((0, 22), (22, 25), (25, 27), (27, 99))  # input PSNR, dB
@@ -161,22 +171,28 @@ def band_table(results: dict[str, list[dict]], baseline: str = "input") -> str:
             if band:
                 gains = [o - b for b, o in band]
                 label = f"< {hi}" if lo == 0 else f">= {lo}" if hi == 99 else f"{lo}-{hi}"
-                lines.append(f"| {name} | {label} | {len(band)} | {np.mean([b for b, _ in band]):.2f} | {np.mean(gains):+.3f} | "
-                             f"{sum(g > 0 for g in gains)} |")
+                lines.append(
+                    f"| {name} | {label} | {len(band)} | {np.mean([b for b, _ in band]):.2f} | {np.mean(gains):+.3f} | "
+                    f"{sum(g > 0 for g in gains)} |"
+                )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def report_text(means: dict[str, dict[str, float]], ran: list[str], notes: list[str], bands: str = "") -> str:
-    counts = [small_sample_note(int(vals["fid n"]), f"of {name}") or f"FID of {name}: {vals['fid n']:.0f} images"
-              for name, vals in means.items() if "fid n" in vals]
+    counts = [
+        small_sample_note(int(vals["fid n"]), f"of {name}") or f"FID of {name}: {vals['fid n']:.0f} images"
+        for name, vals in means.items()
+        if "fid n" in vals
+    ]
     lines = [markdown_table(means), "", f"Metrics that ran: {', '.join(ran) or 'none'}."] + counts + notes
     lines += ["", "Gain by input quality:", "", bands] if bands else []
     lines += ["", DEFINITIONS]
     return "\n".join(lines) + "\n"
 
 
-def write_reports(results: dict[str, list[dict]], out_dir: Path, totals: dict[str, dict] | None = None,
-                  ran: list[str] = (), notes: list[str] = ()) -> dict[str, dict[str, float]]:
+def write_reports(
+    results: dict[str, list[dict]], out_dir: Path, totals: dict[str, dict] | None = None, ran: list[str] = (), notes: list[str] = ()
+) -> dict[str, dict[str, float]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     means = summarize(results, totals)
     (out_dir / "metrics.md").write_text(report_text(means, list(ran), list(notes), band_table(results)))
@@ -224,8 +240,11 @@ def plot(results: dict[str, list[dict]], restored_dir: Path, lq: Path | None, gt
         print("faceres: --plot: no per-image metric ran, so no distributions.png", file=sys.stderr)
     model_rows = [rows for name, rows in results.items() if name != "input"]
     if not (lq and gt):
-        print("faceres: --plot: the worst/best contact sheet (input | restored | GT) needs --lq and --gt; "
-              "only the metric distributions were drawn", file=sys.stderr)
+        print(
+            "faceres: --plot: the worst/best contact sheet (input | restored | GT) needs --lq and --gt; "
+            "only the metric distributions were drawn",
+            file=sys.stderr,
+        )
         return
     if not (model_rows and key in model_rows[0][0]):
         return
@@ -235,7 +254,15 @@ def plot(results: dict[str, list[dict]], restored_dir: Path, lq: Path | None, gt
     for r in picks:
         g = read_rgb(gt / Path(r["image"]).with_suffix(".png").name)
         size = (256, 256)
-        tiles.append(np.concatenate([read_rgb(lq / Path(r["image"]).with_suffix(".png").name, size),
-                                     read_rgb(restored_dir / r["image"], size), cv2.resize(g, size)], axis=1))
+        tiles.append(
+            np.concatenate(
+                [
+                    read_rgb(lq / Path(r["image"]).with_suffix(".png").name, size),
+                    read_rgb(restored_dir / r["image"], size),
+                    cv2.resize(g, size),
+                ],
+                axis=1,
+            )
+        )
     sheet = (np.concatenate(tiles, axis=0) * 255 + 0.5).astype(np.uint8)[..., ::-1]
     cv2.imwrite(str(out_dir / "contact_sheet.png"), sheet)

@@ -112,8 +112,10 @@ def frechet_distance(a: FIDStats, b: FIDStats) -> float:
 def small_sample_note(n: int | None, label: str) -> str | None:
     """A warning when n images are too few for a 2048x2048 covariance (rank < 2048: FID biased high)."""
     if n is not None and n < DIMS:
-        return (f"FID {label}: {n} images (< {DIMS}, the feature dimension): the covariance is rank-deficient and FID is "
-                f"biased upwards; compare only with FIDs computed from the same number of images")
+        return (
+            f"FID {label}: {n} images (< {DIMS}, the feature dimension): the covariance is rank-deficient and FID is "
+            f"biased upwards; compare only with FIDs computed from the same number of images"
+        )
     return None
 
 

@@ -52,7 +52,7 @@ class DlibFaces:
         """(N, 128) float64 descriptors, the network run in batches."""
         chips = torch.from_numpy(np.stack([self.chip(i) for i in imgs_u8])).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
-            out = [self.net(chips[i:i + self.batch_size]) for i in range(0, len(chips), self.batch_size)]
+            out = [self.net(chips[i : i + self.batch_size]) for i in range(0, len(chips), self.batch_size)]
         return torch.cat(out).double().numpy()
 
     def embedding(self, img_u8: np.ndarray) -> np.ndarray:

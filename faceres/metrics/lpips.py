@@ -39,8 +39,9 @@ def _read_trunk(path: Path, constructor: str) -> dict[str, torch.Tensor]:
         raise LPIPSError(f"{path}: its keys differ from torchvision's {constructor} checkpoint")
     bad = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
     if bad:
-        raise LPIPSError(f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, torchvision's {constructor} has "
-                         f"{tuple(expected[bad[0]].shape)}")
+        raise LPIPSError(
+            f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, torchvision's {constructor} has {tuple(expected[bad[0]].shape)}"
+        )
     return state
 
 

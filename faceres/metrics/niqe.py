@@ -85,7 +85,7 @@ def niqe_y(y: np.ndarray, params: dict[str, np.ndarray], block: int = 96) -> flo
         sigma = np.sqrt(np.abs(convolve(img**2, window, mode="nearest") - mu**2))
         norm = (img - mu) / (sigma + 1)
         bs = block // scale
-        feats.append(np.array([block_features(norm[i * bs:(i + 1) * bs, j * bs:(j + 1) * bs]) for j in range(nw) for i in range(nh)]))
+        feats.append(np.array([block_features(norm[i * bs : (i + 1) * bs, j * bs : (j + 1) * bs]) for j in range(nw) for i in range(nh)]))
         if scale == 1:
             img = imresize_half(img / 255.0) * 255.0
     dist = np.concatenate(feats, axis=1)

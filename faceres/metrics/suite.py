@@ -106,8 +106,9 @@ def _load_identity(suite: Suite) -> None:
         suite.notes.append(f"identity (dlib) and LMD left out: {err}")
 
 
-def load_suite(gt: Path | None, lpips_net: str | None = "alex", fid_ref: Path | None = None, identity: bool = True,
-               device="cpu", progress: bool = True) -> Suite:
+def load_suite(
+    gt: Path | None, lpips_net: str | None = "alex", fid_ref: Path | None = None, identity: bool = True, device="cpu", progress: bool = True
+) -> Suite:
     """Full-reference metrics only when `gt` is given; FID against `fid_ref` (folder or statistics file), else the GT folder."""
     suite = Suite()
     suite.niqe_params = weights_file("niqe-pris", "NIQE", suite.notes)

@@ -5,8 +5,9 @@ import numpy as np
 
 # facexlib's FFHQ template at 512 (mean RetinaFace landmarks over FFHQ): left eye, right eye,
 # nose, left and right mouth corners.
-FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                              [201.26117, 371.41043], [313.08905, 371.15118]], np.float32)
+FFHQ_TEMPLATE_512 = np.array(
+    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]], np.float32
+)
 
 
 def template(size: int) -> np.ndarray:

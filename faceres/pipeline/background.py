@@ -46,7 +46,7 @@ class RealESRGANUpsampler:
                 t = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))[None].to(self.device)
                 up = self.net(t)[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()[: ph * 2, : pw * 2]
                 ty, tx = min(y + self.tile, h), min(x + self.tile, w)
-                out[2 * y:2 * ty, 2 * x:2 * tx] = up[2 * (y - y0):2 * (ty - y0), 2 * (x - x0):2 * (tx - x0)]
+                out[2 * y : 2 * ty, 2 * x : 2 * tx] = up[2 * (y - y0) : 2 * (ty - y0), 2 * (x - x0) : 2 * (tx - x0)]
         return cv2.resize(out, out_size, interpolation=cv2.INTER_LANCZOS4) if out_size != (w * 2, h * 2) else out
 
 

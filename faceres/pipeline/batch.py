@@ -54,9 +54,17 @@ class BatchReport:
 
     def to_dict(self) -> dict:
         faces_total = sum(e.get("faces", 0) for e in self.images)
-        return {**self.header, "images": self.images, "ok": self.ok, "skipped": self.skipped, "failed": self.failed,
-                "faces": self.faces, "faces_total": faces_total,
-                "interrupted": self.interrupted, "seconds": round(self.seconds, 3)}
+        return {
+            **self.header,
+            "images": self.images,
+            "ok": self.ok,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "faces": self.faces,
+            "faces_total": faces_total,
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _unique_stem(stem: Path, suffix: str, taken: set[str]) -> Path:
@@ -73,8 +81,15 @@ def _unique_stem(stem: Path, suffix: str, taken: set[str]) -> Path:
         n += 1
 
 
-def plan_jobs(inputs: Iterable[str | Path], out_dir: str | Path, *, recursive: bool = False, ext: str = "auto", suffix: str = "",
-              shard: tuple[int, int] = (0, 1)) -> list[BatchJob]:
+def plan_jobs(
+    inputs: Iterable[str | Path],
+    out_dir: str | Path,
+    *,
+    recursive: bool = False,
+    ext: str = "auto",
+    suffix: str = "",
+    shard: tuple[int, int] = (0, 1),
+) -> list[BatchJob]:
     """Inputs (files, folders, globs) -> this shard's jobs. Names are made unique over all inputs first:
     `a.jpg` and `a.png` in one folder become `a` and `a_png` (their faces would collide otherwise)."""
     if ext not in OUTPUT_EXTS:
@@ -142,8 +157,16 @@ def check_sizes(job: BatchJob, upscale: float, max_output_pixels: float, size: t
         check_output_size((round(size[1] * upscale), round(size[0] * upscale)), job.image.suffix)
 
 
-def restore_one(restorer: FaceRestorer, job: BatchJob, out_dir: Path, options: RestoreOptions, *, faces: bool = True,
-                max_pixels: int = DEFAULT_MAX_PIXELS, max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS) -> dict:
+def restore_one(
+    restorer: FaceRestorer,
+    job: BatchJob,
+    out_dir: Path,
+    options: RestoreOptions,
+    *,
+    faces: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS,
+) -> dict:
     """Restore one photo and write its outputs; returns its report entry."""
     check_sizes(job, options.upscale, max_output_pixels)  # from the header: before decoding
     t = time.perf_counter()
@@ -155,12 +178,17 @@ def restore_one(restorer: FaceRestorer, job: BatchJob, out_dir: Path, options: R
     t = time.perf_counter()
     write_atomic(job.image, encode_image(result.photo, job.image.suffix))  # last: its presence marks "done"
     timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
-    entry = {"input": str(job.source), "output": str(job.image), "outputs": [str(job.image), *written], "faces": len(result.faces),
-             "boxes": [[round(float(v), 1) for v in f.box] for f in result.faces],
-             "scores": [round(f.score, 4) for f in result.faces],
-             "identity": [None if f.identity is None else round(f.identity, 4) for f in result.faces],
-             "drifted": [i for i, f in enumerate(result.faces) if f.drifted],
-             "seconds": {k: round(v, 4) for k, v in timings.items()}}
+    entry = {
+        "input": str(job.source),
+        "output": str(job.image),
+        "outputs": [str(job.image), *written],
+        "faces": len(result.faces),
+        "boxes": [[round(float(v), 1) for v in f.box] for f in result.faces],
+        "scores": [round(f.score, 4) for f in result.faces],
+        "identity": [None if f.identity is None else round(f.identity, 4) for f in result.faces],
+        "drifted": [i for i, f in enumerate(result.faces) if f.drifted],
+        "seconds": {k: round(v, 4) for k, v in timings.items()},
+    }
     actions = {i: f.action for i, f in enumerate(result.faces) if f.action}
     if actions:
         entry["drift_actions"] = actions
@@ -176,35 +204,50 @@ def restore_one(restorer: FaceRestorer, job: BatchJob, out_dir: Path, options: R
 
 def report_header(restorer: FaceRestorer, options: RestoreOptions, model_name: str | None = None) -> dict:
     guarded = options.on_drift != "off"
-    return {"model": model_name or restorer.model_name,
-            "detector": "none (aligned input)" if options.aligned else restorer.detector_name,
-            "device": str(restorer.device),
-            "identity_metric": restorer.guard.name if guarded else None,
-            "drift_threshold": restorer.drift_threshold(options) if guarded else None,
-            "upscale": options.upscale, "fidelity": options.fidelity,
-            "flip_ensemble": restorer.flip_ensemble if options.flip_ensemble is None else options.flip_ensemble}
+    return {
+        "model": model_name or restorer.model_name,
+        "detector": "none (aligned input)" if options.aligned else restorer.detector_name,
+        "device": str(restorer.device),
+        "identity_metric": restorer.guard.name if guarded else None,
+        "drift_threshold": restorer.drift_threshold(options) if guarded else None,
+        "upscale": options.upscale,
+        "fidelity": options.fidelity,
+        "flip_ensemble": restorer.flip_ensemble if options.flip_ensemble is None else options.flip_ensemble,
+    }
 
 
 def report_name(shard: tuple[int, int]) -> str:
     return "report.json" if shard[1] == 1 else f"report.shard{shard[0]}-of-{shard[1]}.json"
 
 
-def restore_jobs(jobs: list[BatchJob], out_dir: str | Path, restorer: FaceRestorer, options: RestoreOptions = DEFAULT_OPTIONS, *,
-                 overwrite: bool = False, faces: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS, shard: tuple[int, int] = (0, 1), model_name: str | None = None,
-                 on_entry: Callable[[dict, BatchReport], None] | None = None) -> BatchReport:
+def restore_jobs(
+    jobs: list[BatchJob],
+    out_dir: str | Path,
+    restorer: FaceRestorer,
+    options: RestoreOptions = DEFAULT_OPTIONS,
+    *,
+    overwrite: bool = False,
+    faces: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS,
+    shard: tuple[int, int] = (0, 1),
+    model_name: str | None = None,
+    on_entry: Callable[[dict, BatchReport], None] | None = None,
+) -> BatchReport:
     """Run planned jobs. A bad photo becomes an entry with an `error` and the batch goes on; Ctrl-C
     (KeyboardInterrupt) stops after the current photo is written or abandoned, and the report is still
     written. `on_entry(entry, report)` is called after every photo (progress display)."""
     out_dir = Path(out_dir)
     with OutputLock(out_dir, "" if shard[1] == 1 else f".shard{shard[0]}-of-{shard[1]}") as lock:
         clean_partial_files(out_dir, lock.path)
-        return _restore_locked(jobs, out_dir, restorer, options, overwrite, faces, max_pixels, max_output_pixels, shard, model_name,
-                               on_entry)
+        return _restore_locked(
+            jobs, out_dir, restorer, options, overwrite, faces, max_pixels, max_output_pixels, shard, model_name, on_entry
+        )
 
 
-def _restore_locked(jobs, out_dir: Path, restorer, options, overwrite, faces, max_pixels, max_output_pixels, shard, model_name,
-                    on_entry) -> BatchReport:
+def _restore_locked(
+    jobs, out_dir: Path, restorer, options, overwrite, faces, max_pixels, max_output_pixels, shard, model_name, on_entry
+) -> BatchReport:
     report = BatchReport(report_header(restorer, options, model_name))
     t0 = time.perf_counter()
     try:
@@ -227,13 +270,19 @@ def _restore_locked(jobs, out_dir: Path, restorer, options, overwrite, faces, ma
     return report
 
 
-def _run_job(restorer, job: BatchJob, out_dir: Path, options, overwrite: bool, faces: bool, max_pixels: int,
-             max_output_pixels: float) -> dict:
+def _run_job(
+    restorer, job: BatchJob, out_dir: Path, options, overwrite: bool, faces: bool, max_pixels: int, max_output_pixels: float
+) -> dict:
     if job.image.exists() and not overwrite:
         face_files = face_files_on_disk(job.stem, out_dir)
         n_faces = sum(Path(f).is_relative_to(out_dir / "restored_faces") for f in face_files)
-        return {"input": str(job.source), "output": str(job.image), "outputs": [str(job.image), *face_files], "faces": n_faces,
-                "skipped": "output exists"}
+        return {
+            "input": str(job.source),
+            "output": str(job.image),
+            "outputs": [str(job.image), *face_files],
+            "faces": n_faces,
+            "skipped": "output exists",
+        }
     try:
         return restore_one(restorer, job, out_dir, options, faces=faces, max_pixels=max_pixels, max_output_pixels=max_output_pixels)
     except (ImageError, OSError) as err:
@@ -242,15 +291,36 @@ def _run_job(restorer, job: BatchJob, out_dir: Path, options, overwrite: bool, f
         return {"input": str(job.source), "error": f"{err.__class__.__name__}: {err}"}
 
 
-def restore_folder(inputs: Iterable[str | Path], out_dir: str | Path, restorer: FaceRestorer, options: RestoreOptions = DEFAULT_OPTIONS,
-                   *, recursive: bool = False, ext: str = "auto", suffix: str = "", overwrite: bool = False,
-                   shard: tuple[int, int] = (0, 1), faces: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS,
-                   on_entry: Callable[[dict, BatchReport], None] | None = None) -> BatchReport:
+def restore_folder(
+    inputs: Iterable[str | Path],
+    out_dir: str | Path,
+    restorer: FaceRestorer,
+    options: RestoreOptions = DEFAULT_OPTIONS,
+    *,
+    recursive: bool = False,
+    ext: str = "auto",
+    suffix: str = "",
+    overwrite: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    faces: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS,
+    on_entry: Callable[[dict, BatchReport], None] | None = None,
+) -> BatchReport:
     """Files, folders or globs -> OUT/ (see the module docstring). Raises ValueError when nothing matches."""
     inputs = list(inputs)
     jobs = plan_jobs(inputs, out_dir, recursive=recursive, ext=ext, suffix=suffix, shard=shard)
     if not jobs:
         raise ValueError(f"no images found in {' '.join(str(i) for i in inputs)}")
-    return restore_jobs(jobs, out_dir, restorer, options, overwrite=overwrite, faces=faces, max_pixels=max_pixels,
-                        max_output_pixels=max_output_pixels, shard=shard, on_entry=on_entry)
+    return restore_jobs(
+        jobs,
+        out_dir,
+        restorer,
+        options,
+        overwrite=overwrite,
+        faces=faces,
+        max_pixels=max_pixels,
+        max_output_pixels=max_output_pixels,
+        shard=shard,
+        on_entry=on_entry,
+    )

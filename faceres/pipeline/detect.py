@@ -113,13 +113,18 @@ def build_detector(name: str = "auto", device: str = "cpu"):
         if name not in DETECTORS:
             raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(DETECTORS)}")
         return DETECTORS[name](device)
-    for det, weights in [("retinaface_resnet50", "retinaface-resnet50"), ("retinaface_mobile0.25", "retinaface-mobilenet0.25"),
-                         ("yunet", "yunet")]:
+    for det, weights in [
+        ("retinaface_resnet50", "retinaface-resnet50"),
+        ("retinaface_mobile0.25", "retinaface-mobilenet0.25"),
+        ("yunet", "yunet"),
+    ]:
         if _available_locally(weights):
             return DETECTORS[det](device)
     try:
         return DlibDetector()
     except WeightsError:
         names = ", ".join(REGISTRY[n].filename for n in ("retinaface-resnet50", "retinaface-mobilenet0.25", "yunet"))
-        raise WeightsError(f"no face detector available: put one of {names} in FACERES_WEIGHTS_DIR, "
-                           "or install the dlib extra, or pass --detector NAME to download") from None
+        raise WeightsError(
+            f"no face detector available: put one of {names} in FACERES_WEIGHTS_DIR, "
+            "or install the dlib extra, or pass --detector NAME to download"
+        ) from None

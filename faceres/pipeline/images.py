@@ -21,13 +21,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
 IMAGE_EXTS = {*JPEG_EXTS, ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 # what PIL may decode, and the extensions that claim it; other content (EPS, PDF, PSD...) is refused before decoding
-FORMAT_EXTS = {"JPEG": JPEG_EXTS, "MPO": JPEG_EXTS, "PNG": (".png",), "BMP": (".bmp",), "DIB": (".bmp",),
-               "TIFF": (".tif", ".tiff"), "WEBP": (".webp",), "GIF": (".gif",)}
+FORMAT_EXTS = {
+    "JPEG": JPEG_EXTS,
+    "MPO": JPEG_EXTS,
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+    "DIB": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+}
 MAX_OUTPUT_SIDE = {"webp": 16383, "jpg": 65500, "gif": 65535, "bmp": 2**31 - 1, "png": 2**31 - 1, "tif": 2**32 - 1}
 DEFAULT_MAX_PIXELS = 80_000_000
 # EXIF orientation -> the numpy transform PIL's exif_transpose applies (for arrays decoded by OpenCV)
-ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
-          6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 class ImageError(ValueError):
@@ -207,8 +222,10 @@ def check_output_size(shape: tuple[int, ...], ext: str) -> None:
     h, w = shape[:2]
     limit = MAX_OUTPUT_SIDE.get(_codec_ext(ext))
     if limit is not None and max(h, w) > limit:
-        raise ImageError(f"output {w}x{h} px is too large for .{ext.lower().lstrip('.')} (at most {limit} px a side); "
-                         "choose another output format or a smaller upscale")
+        raise ImageError(
+            f"output {w}x{h} px is too large for .{ext.lower().lstrip('.')} (at most {limit} px a side); "
+            "choose another output format or a smaller upscale"
+        )
 
 
 def encode_image(photo_like: Photo, ext: str) -> bytes:

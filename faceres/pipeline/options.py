@@ -55,8 +55,10 @@ class RestoreOptions:
         require(self.min_eye_distance >= 0, f"min_eye_distance must be >= 0, got {self.min_eye_distance}")
         for name in ("only_center_face", "aligned"):
             require(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
-        require(self.flip_ensemble is None or isinstance(self.flip_ensemble, bool),
-                 f"flip_ensemble must be None, True or False, got {self.flip_ensemble!r}")
+        require(
+            self.flip_ensemble is None or isinstance(self.flip_ensemble, bool),
+            f"flip_ensemble must be None, True or False, got {self.flip_ensemble!r}",
+        )
         require(self.on_drift in ON_DRIFT, f"on_drift must be off, flag or fallback, got {self.on_drift!r}")
         if self.drift_threshold is not None:
             _finite_number("drift_threshold", self.drift_threshold)

@@ -33,16 +33,18 @@ def detail_band(region: np.ndarray, inv: np.ndarray, size: int, scale: float) ->
     (`scale` output pixels per crop pixel): the region minus its antialiased round trip through the
     crop grid, soft-thresholded at twice the region's noise level."""
     fwd = cv2.invertAffineTransform(inv)
-    low = cv2.warpAffine(cv2.GaussianBlur(region, (0, 0), 0.5 * scale), fwd, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REFLECT101)
+    low = cv2.warpAffine(
+        cv2.GaussianBlur(region, (0, 0), 0.5 * scale), fwd, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+    )
     low = cv2.warpAffine(low, inv, region.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     band = region - low
     threshold = 2 * noise_sigma(region)  # ~97% of Gaussian noise coefficients fall below it
     return np.sign(band) * np.maximum(np.abs(band) - threshold, 0)
 
 
-def paste_face(canvas: np.ndarray, face: np.ndarray, M: np.ndarray, upscale: float, mask: np.ndarray | None = None,
-               keep_detail: bool = True) -> np.ndarray:
+def paste_face(
+    canvas: np.ndarray, face: np.ndarray, M: np.ndarray, upscale: float, mask: np.ndarray | None = None, keep_detail: bool = True
+) -> np.ndarray:
     """Blend one restored crop (float RGB, size x size) into `canvas` (float RGB, already upscaled),
     in place, touching only the face's footprint. `mask`, if given (e.g. from a face parser),
     multiplies the square feather. `keep_detail`: where the face is larger in the output than the

@@ -82,9 +82,21 @@ class FaceRestorer:
         prior toward the reference's identity), configured by `sair`.
     """
 
-    def __init__(self, model: str | Path | nn.Module = DEFAULT_RESTORER, *, detector: str = "auto", device: str = "auto",
-                 precision: str = "auto", batch_size: int = 4, det_max_side: int | None = 2048, bg_upsampler: str | None = None,
-                 parse: str = "auto", recognizer: nn.Module | None = None, reference=None, sair: SAIRConfig | None = None):
+    def __init__(
+        self,
+        model: str | Path | nn.Module = DEFAULT_RESTORER,
+        *,
+        detector: str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 4,
+        det_max_side: int | None = 2048,
+        bg_upsampler: str | None = None,
+        parse: str = "auto",
+        recognizer: nn.Module | None = None,
+        reference=None,
+        sair: SAIRConfig | None = None,
+    ):
         require(detector == "auto" or detector in DETECTORS, f"unknown detector {detector!r}; choose from auto, {', '.join(DETECTORS)}")
         require(bg_upsampler in (None, "none", "realesrgan"), f"unknown background upsampler {bg_upsampler!r}; choose none or realesrgan")
         require(parse in ("auto", "on", "off"), f"parse must be auto, on or off, got {parse!r}")
@@ -182,7 +194,7 @@ class FaceRestorer:
         flip = self.flip_ensemble if options.flip_ensemble is None else options.flip_ensemble
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = self._to_tensor(crops[i:i + self.batch_size])
+            x = self._to_tensor(crops[i : i + self.batch_size])
             y = self.net.restore(x, options.fidelity)
             if flip:
                 y = (y + self.net.restore(x.flip(-1), options.fidelity).flip(-1)) / 2

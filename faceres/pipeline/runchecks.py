@@ -33,12 +33,21 @@ def check_device(device: str) -> None:
         index = int(device.partition(":")[2] or 0)
         require(index < torch.cuda.device_count(), f"device {device}: only {torch.cuda.device_count()} CUDA device(s)")
     if device == "mps":
-        require(bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
-                "device mps: Apple's Metal backend is not available here (use --device cpu or auto)")
+        require(
+            bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+            "device mps: Apple's Metal backend is not available here (use --device cpu or auto)",
+        )
 
 
-def check_run_settings(output: str | os.PathLike, *, batch_size: int = 4, device: str = "auto", drift_threshold: float | None = None,
-                       suffix: str = "", max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS) -> None:
+def check_run_settings(
+    output: str | os.PathLike,
+    *,
+    batch_size: int = 4,
+    device: str = "auto",
+    drift_threshold: float | None = None,
+    suffix: str = "",
+    max_output_pixels: float = DEFAULT_MAX_OUTPUT_PIXELS,
+) -> None:
     """The folder job's settings that RestoreOptions does not hold; ValueError with one line."""
     require(str(output) != "", "the output folder (-o) must not be empty")
     require(isinstance(batch_size, int) and batch_size >= 1, f"--batch-size must be a positive integer, got {batch_size}")
@@ -50,8 +59,10 @@ def check_run_settings(output: str | os.PathLike, *, batch_size: int = 4, device
 
 
 def check_suffix(suffix: str) -> None:
-    require("/" not in suffix and "\\" not in suffix and ".." not in suffix and "\0" not in suffix,
-            f"--suffix {suffix!r}: must not contain a path separator or '..'")
+    require(
+        "/" not in suffix and "\\" not in suffix and ".." not in suffix and "\0" not in suffix,
+        f"--suffix {suffix!r}: must not contain a path separator or '..'",
+    )
 
 
 def check_output_pixels(size: tuple[int, int], upscale: float, max_output_pixels: float, limit: str = "the limit") -> None:
@@ -60,9 +71,11 @@ def check_output_pixels(size: tuple[int, int], upscale: float, max_output_pixels
     out_w, out_h = round(w * upscale), round(h * upscale)
     if out_w * out_h > max_output_pixels:
         fits = math.floor(math.sqrt(max_output_pixels / (w * h)) * 100) / 100
-        raise ImageError(f"the result would be {out_w}x{out_h} px ({out_w * out_h / 1e6:.0f} MP), over {limit} of "
-                         f"{max_output_pixels / 1e6:.0f} MP; use an upscale of at most {fits:g}"
-                         + (" or raise --max-output-pixels" if limit == "the limit" else ""))
+        raise ImageError(
+            f"the result would be {out_w}x{out_h} px ({out_w * out_h / 1e6:.0f} MP), over {limit} of "
+            f"{max_output_pixels / 1e6:.0f} MP; use an upscale of at most {fits:g}"
+            + (" or raise --max-output-pixels" if limit == "the limit" else "")
+        )
 
 
 def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -124,8 +137,9 @@ class OutputLock:
                 owner = lock_owner(self.path)
                 if held_by_live_run(self.path):
                     who = f"process {owner[0]} on {owner[1]}" if owner else "another run"
-                    raise OutputLocked(f"{self.path.parent}: {who} is writing into this folder (lock {self.path.name}); "
-                                       "wait for it or choose another -o") from None
+                    raise OutputLocked(
+                        f"{self.path.parent}: {who} is writing into this folder (lock {self.path.name}); wait for it or choose another -o"
+                    ) from None
                 self.path.unlink(missing_ok=True)  # stale: its run was killed
                 continue
             with os.fdopen(fd, "w") as f:

@@ -11,11 +11,7 @@ from .prior import PriorModel
 from .restoration import RestorationModel
 from .sfmnet import SFMNetModel
 
-MODELS: dict[str, type[TrainingModel]] = {
-    "prior": PriorModel,
-    "codec_prior": RestorationModel,
-    "sfmnet": SFMNetModel,
-}
+MODELS: dict[str, type[TrainingModel]] = {"prior": PriorModel, "codec_prior": RestorationModel, "sfmnet": SFMNetModel}
 
 
 def model_name(opts: Options) -> str:

@@ -38,9 +38,16 @@ class NetworkGOpts:
         """{"arch": name, **constructor kwargs}: what gets stored with the weights."""
         if self.arch == "sfmnet":
             return {"arch": "sfmnet", "size": self.size, "channels": self.channels, "n_modules": self.n_modules, "scale": self.scale}
-        return {"arch": "codec_prior", "size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
-                "channel_multiplier": self.channel_multiplier, "narrow": self.narrow, "enc_blocks": self.enc_blocks,
-                **({"input_skip": True} if self.input_skip else {})}
+        return {
+            "arch": "codec_prior",
+            "size": self.size,
+            "style_dim": self.style_dim,
+            "n_mlp": self.n_mlp,
+            "channel_multiplier": self.channel_multiplier,
+            "narrow": self.narrow,
+            "enc_blocks": self.enc_blocks,
+            **({"input_skip": True} if self.input_skip else {}),
+        }
 
 
 @dataclass
@@ -224,8 +231,10 @@ def from_dict(cls, data: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise OptionsError(f"unknown option(s) {', '.join(f'{prefix}.{k}'.lstrip('.') for k in sorted(unknown))}; "
-                           f"valid under {prefix or 'top level'}: {', '.join(sorted(names))}")
+        raise OptionsError(
+            f"unknown option(s) {', '.join(f'{prefix}.{k}'.lstrip('.') for k in sorted(unknown))}; "
+            f"valid under {prefix or 'top level'}: {', '.join(sorted(names))}"
+        )
     kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}".lstrip(".")) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -248,7 +257,7 @@ def _set_dotted(data: dict, dotted: str, value):
     for i, k in enumerate(keys[:-1]):
         data = data.setdefault(k, {})
         if not isinstance(data, dict):
-            raise OptionsError(f"--set {dotted}: {'.'.join(keys[:i + 1])} is a value, not a section")
+            raise OptionsError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is a value, not a section")
     data[keys[-1]] = value
 
 
@@ -336,9 +345,14 @@ def dump_options(opts: Options, resume: str | None = None) -> str:
 def _check_ranges(opts: Options):
     """Numbers that would crash or silently do nothing later, rejected with the key's name."""
     tr, size = opts.train, opts.network_g.size
-    at_least_one = {"train.batch_size": tr.batch_size, "train.total_iter": tr.total_iter, "train.d_reg_every": tr.d_reg_every,
-                    "val.every": opts.val.every, "logger.print_every": opts.logger.print_every,
-                    "logger.save_every": opts.logger.save_every}
+    at_least_one = {
+        "train.batch_size": tr.batch_size,
+        "train.total_iter": tr.total_iter,
+        "train.d_reg_every": tr.d_reg_every,
+        "val.every": opts.val.every,
+        "logger.print_every": opts.logger.print_every,
+        "logger.save_every": opts.logger.save_every,
+    }
     for key, value in at_least_one.items():
         if value < 1:
             raise OptionsError(f"{key} must be at least 1, got {value}")
@@ -368,8 +382,9 @@ def validate(opts: Options):
         raise OptionsError(f"datasets.train.size ({opts.datasets.train.size}) must equal network_g.size ({opts.network_g.size})")
     losses = opts.train.losses
     if losses.feature_matching.type not in ("vgg19", "discriminator_features", "none"):
-        raise OptionsError("train.losses.feature_matching.type: vgg19 | discriminator_features | none, "
-                           f"got {losses.feature_matching.type!r}")
+        raise OptionsError(
+            f"train.losses.feature_matching.type: vgg19 | discriminator_features | none, got {losses.feature_matching.type!r}"
+        )
     if losses.identity.type not in ("arcface", "dlib", "none"):
         raise OptionsError(f"train.losses.identity.type: arcface | dlib | none, got {losses.identity.type!r}")
     if losses.gfl.mode not in ("static", "dynamic"):
@@ -377,6 +392,7 @@ def validate(opts: Options):
     if losses.gfl.weight > 0 and losses.gfl.mode == "dynamic" and not losses.gfl.thresholds:
         raise OptionsError("train.losses.gfl.mode dynamic needs train.losses.gfl.thresholds")
     if opts.train.mode == "restoration" and losses.gan_local > 0 and not opts.datasets.train.landmarks:
-        raise OptionsError("train.losses.gan_local > 0 needs datasets.train.landmarks (run `faceres prepare-landmarks`), "
-                           "or set gan_local: 0")
+        raise OptionsError(
+            "train.losses.gan_local > 0 needs datasets.train.landmarks (run `faceres prepare-landmarks`), or set gan_local: 0"
+        )
     opts.datasets.train.degradation.validate()

@@ -12,15 +12,7 @@ from torch import nn
 from ..archs import ComponentDiscriminator, build_network, freeze_d
 from ..checkpoints import load_state_dict_file, save_model
 from ..data.components import COMPONENTS
-from ..losses import (
-    DiscriminatorFeatureLoss,
-    DlibIdentityLoss,
-    IdentityLoss,
-    VGGFeatureLoss,
-    build_arcface,
-    g_nonsaturating,
-    multiscale_l1,
-)
+from ..losses import DiscriminatorFeatureLoss, DlibIdentityLoss, IdentityLoss, VGGFeatureLoss, build_arcface, g_nonsaturating, multiscale_l1
 from ..losses.frequency import FocalFrequencyLoss, GuidedFrequencyLoss
 from ..weights import WeightsError, resolve
 from .base import TrainingModel, set_trainable
