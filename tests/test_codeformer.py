@@ -3,13 +3,12 @@ of files in the released layout (`params_ema`), the fidelity = w mapping, and `f
 
 import hashlib
 import json
-import math
 import re
-import zlib
 
 import cv2
 import numpy as np
 import pytest
+import recipes
 import torch
 import torch.nn.functional as F
 
@@ -40,32 +39,13 @@ def ref(cf_dir):
 
 
 def recipe_value(key: str, shape) -> torch.Tensor:
-    """README §4: one generator per key, seeded with the key's CRC32."""
-    g = torch.Generator()
-    g.manual_seed(zlib.crc32(key.encode("utf-8")))
-    z = torch.randn(list(shape), generator=g)
-    if key == "position_emb":
-        return 2.0 * z
-    if key.endswith("bias"):
-        return 0.1 * z
-    if key.endswith("weight") and len(shape) == 1:
-        return 1.0 + 0.1 * z
-    if key.endswith("weight"):
-        return z / math.sqrt(math.prod(shape[1:]))
-    return z
-
-
-def hash_u8(shape, offset: int) -> torch.Tensor:
-    x = (torch.arange(math.prod(shape), dtype=torch.int64) + offset) & 0xFFFFFFFF
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
-    return (((x >> 16) ^ x) & 0xFF).to(torch.uint8).reshape(shape)
+    """README §4; CodeFormer's one exception: the position embedding is 2·z."""
+    return recipes.recipe_value(key, shape, lambda k, z, _: 2.0 * z if k == "position_emb" else None)
 
 
 def fixture_input(ref) -> torch.Tensor:
     """README §5: batch 2 at 512^2 from integers only (per-pixel noise, 16x16-pixel blocks)."""
-    blocks = hash_u8((3, 32, 32), 1 << 20).repeat_interleave(16, 1).repeat_interleave(16, 2)
-    u8 = torch.stack([hash_u8((3, 512, 512), 0), blocks])
+    u8 = recipes.input_u8()
     assert hashlib.sha256(u8.numpy().tobytes()).hexdigest() == ref["input_u8_sha256"]
     return ((u8.double() / 255.0).float() - 0.5) / 0.5
 

@@ -5,10 +5,10 @@ import hashlib
 import json
 import math
 import re
-import zlib
 
 import cv2
 import pytest
+import recipes
 import torch
 import torch.nn.functional as F
 
@@ -97,30 +97,24 @@ def test_restore_is_deterministic_clamped_and_refuses_fidelity(gfpgan_dir):
 # ---------------------------------------------------------------- the released configuration (fixtures README §5)
 
 
-def recipe_value(key: str, shape: list[int]) -> torch.Tensor:
-    g = torch.Generator()
-    g.manual_seed(zlib.crc32(key.encode("utf-8")))
-    z = torch.randn(shape, generator=g)
+def gfpgan_special(key: str, z: torch.Tensor, shape):
+    """GFPGAN's exceptions to the recipe: the constant input is z, the StyleConvs' 5-D weights 0.1·z,
+    other 5-D weights scaled by their per-sample fan-in."""
     if key == "stylegan_decoder.constant_input.weight":
         return z
-    if re.fullmatch(r"stylegan_decoder\.(style_conv1|style_convs\.[0-9]+)\.weight", key) or key.endswith("bias"):
+    if re.fullmatch(r"stylegan_decoder\.(style_conv1|style_convs\.[0-9]+)\.weight", key):
         return 0.1 * z
-    if key.endswith("weight") and len(shape) == 1:
-        return 1.0 + 0.1 * z
-    if key.endswith("weight"):
-        return z / math.sqrt(math.prod(shape[2:] if len(shape) == 5 else shape[1:]))
-    return z  # noise buffers
+    if key.endswith("weight") and len(shape) == 5:
+        return z / math.sqrt(math.prod(shape[2:]))
+    return None
+
+
+def recipe_value(key: str, shape: list[int]) -> torch.Tensor:
+    return recipes.recipe_value(key, shape, gfpgan_special)
 
 
 def released_keys(gfpgan_dir) -> list:
     return json.loads((gfpgan_dir / "keys_gfpganv1clean_512.json").read_text())["keys"]
-
-
-def hash_u8(shape, offset: int) -> torch.Tensor:
-    x = (torch.arange(math.prod(shape), dtype=torch.int64) + offset) & 0xFFFFFFFF
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
-    return (((x >> 16) ^ x) & 0xFF).to(torch.uint8).reshape(shape)
 
 
 def views(image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,7 +138,7 @@ def test_release_configuration_reproduces_recipe_fixture(gfpgan_dir):
         assert hashlib.sha256(data).hexdigest() == expected, key
         everything.update(data)
     assert everything.hexdigest() == ref["recipe_check"]["sha256_all"]
-    u8 = torch.stack([hash_u8((3, 512, 512), 0), hash_u8((3, 32, 32), 1 << 20).repeat_interleave(16, 1).repeat_interleave(16, 2)])
+    u8 = recipes.input_u8()
     assert hashlib.sha256(u8.numpy().tobytes()).hexdigest() == ref["input_u8_sha256"]
     x = ((u8.double() / 255.0).float() - 0.5) / 0.5
     kwargs = dict(ref["constructor_kwargs"])

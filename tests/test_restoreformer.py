@@ -4,12 +4,11 @@
 
 import hashlib
 import json
-import math
 import re
-import zlib
 
 import cv2
 import pytest
+import recipes
 import torch
 import torch.nn.functional as F
 
@@ -119,34 +118,13 @@ def test_bad_files(fx64, tmp_path):
 # ---------------------------------------------------------------- the released configuration (README §5)
 
 
-def recipe_value(key: str, shape) -> torch.Tensor:
-    """README §5: one generator per key, seeded with the key's CRC32; no overrides for RestoreFormer."""
-    g = torch.Generator()
-    g.manual_seed(zlib.crc32(key.encode("utf-8")))
-    z = torch.randn(list(shape), generator=g)
-    if key.endswith("bias"):
-        return 0.1 * z
-    if key.endswith("weight") and len(shape) == 1:
-        return 1.0 + 0.1 * z
-    if key.endswith("weight"):
-        return z / math.sqrt(math.prod(shape[1:]))
-    return z
-
-
-def hash_u8(shape, offset: int) -> torch.Tensor:
-    x = (torch.arange(math.prod(shape), dtype=torch.int64) + offset) & 0xFFFFFFFF
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
-    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
-    return (((x >> 16) ^ x) & 0xFF).to(torch.uint8).reshape(shape)
-
-
 @pytest.fixture(scope="module")
 def released(rf_dir, tmp_path_factory):
     """The released key list with recipe weights, saved as RestoreFormer.pth ({'params_ema': ...}) and read back
     through load_model. The 290 MB file is deleted once loaded."""
     keys = json.loads((rf_dir / "keys_restoreformer_512.json").read_text())["keys"]
     path = tmp_path_factory.mktemp("restoreformer") / "RestoreFormer.pth"
-    torch.save({"params_ema": {key: recipe_value(key, shape) for key, shape, _ in keys}}, path)
+    torch.save({"params_ema": {key: recipes.recipe_value(key, shape) for key, shape, _ in keys}}, path)
     net, config = load_model(path)
     path.unlink()
     return net, config, keys
@@ -173,7 +151,7 @@ def test_released_key_list_loads_strictly_with_inferred_config(released, ref512)
 @pytest.mark.slow  # the 512 network on a batch of 2: about 45 s on 2 busy cores
 def test_release_configuration_reproduces_recipe_fixture(released, ref512):
     net = released[0]
-    u8 = torch.stack([hash_u8((3, 512, 512), 0), hash_u8((3, 32, 32), 1 << 20).repeat_interleave(16, 1).repeat_interleave(16, 2)])
+    u8 = recipes.input_u8()
     assert hashlib.sha256(u8.numpy().tobytes()).hexdigest() == ref512["input_u8_sha256"]
     x = ((u8.double() / 255.0).float() - 0.5) / 0.5
     assert_codes(net, x, ref512)
