@@ -85,6 +85,7 @@ def upload_and_run(page, url, files):
     page.locator("#restore").click()
 
 
+@pytest.mark.slow
 def test_restore_t1_in_the_browser(page, app_url, shared):
     src = shared / "data/multi-face/t1.jpg"
     upload_and_run(page, app_url, [src])

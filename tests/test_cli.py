@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from faceres.cli import main
@@ -20,6 +21,7 @@ def run_cli(*args):
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_restore_multi_face_writes_every_output(tiny_model, weights_env, shared, tmp_path):
     out = tmp_path / "out"
     assert run_cli("restore", shared / "data/multi-face", "-o", out, "--model", tiny_model, "--detector", "retinaface_mobile0.25") == 0
@@ -85,6 +87,7 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_bad_input_corpus(tiny_model, weights_env, shared, tmp_path, capsys):
     corpus = tmp_path / "bad"
     face = shared / "data/multi-face/couple.jpg"
@@ -131,6 +134,7 @@ def test_unwritable_output_is_reported_per_file(tiny_model, weights_env, shared,
     assert [bool(e.get("error")) for e in report["images"]] == [True, True]
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_and_overwrite_redoes(tiny_model, weights_env, shared, tmp_path):
     out = tmp_path / "out"
     args = ["restore", shared / "data/multi-face/t1.jpg", "-o", out, "--model", tiny_model, "--detector", "retinaface_mobile0.25"]
@@ -142,6 +146,7 @@ def test_rerun_skips_finished_and_overwrite_redoes(tiny_model, weights_env, shar
     assert json.loads((out / "report.json").read_text())["images"][0]["faces"] == 6
 
 
+@pytest.mark.slow
 def test_shards_split_without_overlap(tiny_model, weights_env, shared, tmp_path):
     outs = []
     for i in range(2):
@@ -170,6 +175,7 @@ def test_shards_split_without_overlap(tiny_model, weights_env, shared, tmp_path)
     assert len(outs[0] | outs[1]) == len(list((shared / "data/multi-face").iterdir()))
 
 
+@pytest.mark.slow
 def test_kill_mid_batch_then_rerun_completes(tiny_model, weights_env, shared, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -184,6 +184,7 @@ def small_release_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_restore_with_released_format_file_and_fidelity(small_release_file, weights_env, shared, tmp_path):
     photo = shared / "data/multi-face/couple.jpg"
     src = cv2.imread(str(photo))

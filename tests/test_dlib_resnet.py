@@ -177,6 +177,7 @@ def test_identity_loss_trains(net, real_faces, bf16):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_trainer_names_the_dlib_identity_term(shared, tmp_path, capsys):
     from pathlib import Path
 

@@ -74,6 +74,7 @@ def test_niqe_of_a_too_small_image_is_left_out_not_a_crash(shared, tmp_path):
     assert summarize({"x": rows})["x"]["niqe"] == rows[0]["niqe"]
 
 
+@pytest.mark.slow
 def test_identity_dlib_separates_same_and_different_people(shared):
     from PIL import Image
 

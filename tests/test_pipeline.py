@@ -121,6 +121,7 @@ def test_batch_size_does_not_change_results(tiny_model, weights_env, shared):
     np.testing.assert_allclose(a.image, b.image, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_background_upsampler_and_parse_mask_load_official_formats(tiny_model, weights_env, shared, tmp_path, monkeypatch):
     """Random weights in the official file formats (Real-ESRGAN `params_ema`, facexlib ParseNet):
     proves loading and wiring, not quality."""

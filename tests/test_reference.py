@@ -45,6 +45,7 @@ def test_degradation_operator_is_differentiable_and_downsamples():
     assert x.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", [CodecPriorNet, GPENGenerator])
 def test_sair_random_recognizer_losses_decrease_and_latent_moves(arch):
     torch.manual_seed(0)
@@ -102,6 +103,7 @@ def test_reference_restore_end_to_end_on_real_photos(tiny_model, weights_env, sh
         assert not np.allclose(f.restored, f.crop)
 
 
+@pytest.mark.slow
 def test_reference_runs_offline_with_the_dlib_recognizer(tiny_model, weights_env, shared, tmp_path, monkeypatch):
     """No ArcFace weights exist here: `--reference` uses dlib's face ResNet (the default recognizer) offline."""
     import json

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from faceres.checkpoints import read_metadata
 from faceres.cli import main
@@ -31,6 +32,7 @@ def test_shipped_model_file():
         assert str(f.get_tensor("generator.input.input").dtype) == "torch.float16"
 
 
+@pytest.mark.slow
 def test_shipped_model_improves_psnr_on_held_out_faces(shared):
     """16 real CelebA-HQ faces the model never saw (the held-out split), degraded as in validation.
     Measured when shipped: PSNR +0.60 dB on average (14 of 16 faces better), SSIM +0.028."""

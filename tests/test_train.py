@@ -217,6 +217,7 @@ def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, preci
     assert not list(opts_b.experiment_dir.glob("options_until_*.yml"))  # same options: nothing to keep aside
 
 
+@pytest.mark.slow
 def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(
         tmp_path,
