@@ -1,4 +1,4 @@
-"""Training step time of a recipe (one G + D + local-D update), on CPU or a GPU.
+"""Training step time of a recipe (one G + D + local-D update), on CPU or a GPU, in fp32 and bf16 (same run).
 
     python bench/train_step.py options/train_faceres_128_cpu.yml [--steps 3] [--batch 4] [--device cpu]
     python bench/train_step.py options/train_faceres_512.yml --batch 1 --substitutes --set path.prior_g=null --set path.prior_d=null
@@ -19,8 +19,25 @@ from pathlib import Path
 import torch
 
 from faceres.data import FaceDataset
+from faceres.devices import tune_allocator
 from faceres.train.options import load_options
 from faceres.train.trainer import Trainer
+
+
+def step_seconds(trainer, opts, device, steps: int) -> float:
+    ds = FaceDataset(opts.datasets.train)
+    batch = torch.utils.data.default_collate([ds[(i, i)] for i in range(opts.train.batch_size)])
+    trainer.step(batch)  # warm-up
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        trainer.step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
 def main():
@@ -32,6 +49,8 @@ def main():
     ap.add_argument("--substitutes", action="store_true")
     ap.add_argument("--dataroot", default=None, help="override datasets.train.dataroot (e.g. the shared CelebA-HQ)")
     ap.add_argument("--landmarks", default=None)
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--no-allocator", action="store_true", help="leave glibc's allocator as it is")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="any option override")
     args = ap.parse_args()
     over = []
@@ -43,31 +62,27 @@ def main():
         over.append(f"datasets.train.dataroot={args.dataroot}")
     over.append(f"datasets.train.landmarks={args.landmarks}" if args.landmarks else "train.losses.gan_local=0")
     over += args.overrides
-    opts = load_options(args.options, over)
     device = torch.device(args.device)
-    trainer = Trainer(opts, device)
-    ds = FaceDataset(opts.datasets.train)
-    batch = torch.utils.data.default_collate([ds[(i, i)] for i in range(opts.train.batch_size)])
-    trainer.step(batch)  # warm-up
-    times = []
-    for _ in range(args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        trainer.step(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
+    allocator = not args.no_allocator and tune_allocator()
+    seconds, losses = {}, None
+    for precision in args.precisions:  # the same recipe, batch and data in each precision, one process
+        opts = load_options(args.options, [*over, f"train.precision={precision}"])
+        trainer = Trainer(opts, device)
+        seconds[precision] = step_seconds(trainer, opts, device, args.steps)
+        losses = trainer.describe_losses()
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()}, {torch.get_num_threads()} threads"
     result = {
         "date": str(date.today()),
         "options": str(args.options),
         "batch": opts.train.batch_size,
         "machine": machine,
-        "seconds_per_step": min(times),
-        "losses": trainer.describe_losses(),
+        "allocator_tuned": allocator,
+        "seconds_per_step": seconds,
+        "losses": losses,
         "local_d": trainer.local_d is not None,
     }
+    if "fp32" in seconds and "bf16" in seconds:
+        result["bf16_speedup"] = round(seconds["fp32"] / seconds["bf16"], 2)
     print(json.dumps(result, indent=1))
     out = Path(__file__).parent / "results" / f"train_step_{args.options.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
