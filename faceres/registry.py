@@ -246,6 +246,16 @@ REGISTRY: dict[str, WeightSpec] = {
             inference={"flip_ensemble": True},
         ),
         WeightSpec(
+            "faceres-v1",
+            "faceres_v1.safetensors",
+            "restorer",
+            None,
+            "6c5ea71d3b6dbecf6bcfeaf80335a5e6e4315294d36be69d2311a859220e014a",
+            13_506_758,
+            "CelebA terms: non-commercial research",
+            note="the default: 512², trained by faceres across sessions (weights/README.md); shipped in weights/",
+        ),
+        WeightSpec(
             "dlib-resnet",
             "dlib_face_recognition_resnet_model_v1.dat",
             "recognizer",
@@ -260,7 +270,7 @@ REGISTRY: dict[str, WeightSpec] = {
     ]
 }
 
-DEFAULT_RESTORER = "faceres-v0"
+DEFAULT_RESTORER = "faceres-v1"
 
 
 def inference_defaults(model) -> dict:
