@@ -129,7 +129,8 @@ def available_models() -> list[str]:
             names.append(spec.name)
         except WeightsError:
             pass
-    return names or [DEFAULT_RESTORER]
+    # the default first: the page preselects the first entry
+    return sorted(names, key=lambda name: name != DEFAULT_RESTORER) or [DEFAULT_RESTORER]
 
 
 _restorers: OrderedDict[tuple[str, str, str], FaceRestorer] = OrderedDict()
