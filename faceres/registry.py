@@ -250,7 +250,7 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "6c5ea71d3b6dbecf6bcfeaf80335a5e6e4315294d36be69d2311a859220e014a",
+            "475c261b118d61fe39ed30f2488e884fbe9bea62a7dc1c3c080d08445f47dfb4",
             13_506_758,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions (weights/README.md); shipped in weights/",
