@@ -19,10 +19,9 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def fixtures_dir(shared) -> Path:
-    d = shared / "reference" / "gpen-fixtures"
-    if not d.is_dir():
-        pytest.skip(f"GPEN fixtures not found at {d}")
-    return d
+    from recipes import reference_dir
+
+    return reference_dir(shared, "gpen")
 
 
 TINY_ARCH = dict(arch="codec_prior", size=128, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.125)

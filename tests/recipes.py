@@ -3,7 +3,9 @@ tests: released-configuration weights regenerated key by key, and the integer-on
 
 import math
 import zlib
+from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -36,3 +38,11 @@ def input_u8() -> torch.Tensor:
     """The 512² batch of two: per-pixel noise, and 16x16-pixel blocks."""
     blocks = hash_u8((3, 32, 32), 1 << 20).repeat_interleave(16, 1).repeat_interleave(16, 2)
     return torch.stack([hash_u8((3, 512, 512), 0), blocks])
+
+
+def reference_dir(shared: Path, family: str) -> Path:
+    """../shared/reference/<family>-fixtures, or skip the test saying where it looked."""
+    d = shared / "reference" / f"{family}-fixtures"
+    if not d.is_dir():
+        pytest.skip(f"{family} fixtures not found at {d}")
+    return d

@@ -27,10 +27,7 @@ RUNS = ["w0_noadain", "w0_adain", "w0.5_adain", "w1_adain"]
 
 @pytest.fixture(scope="module")
 def cf_dir(shared):
-    d = shared / "reference" / "codeformer-fixtures"
-    if not d.is_dir():
-        pytest.skip(f"CodeFormer fixtures not found at {d}")
-    return d
+    return recipes.reference_dir(shared, "codeformer")
 
 
 @pytest.fixture(scope="module")

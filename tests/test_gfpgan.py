@@ -25,10 +25,7 @@ RELEASE = dict(
 
 @pytest.fixture(scope="module")
 def gfpgan_dir(shared):
-    d = shared / "reference" / "gfpgan-fixtures"
-    if not d.is_dir():
-        pytest.skip(f"GFPGAN fixtures not found at {d}")
-    return d
+    return recipes.reference_dir(shared, "gfpgan")
 
 
 def build_from_fixture(fx: dict) -> GFPGANv1Clean:

@@ -23,10 +23,7 @@ RELEASE = dict(n_embed=1024, embed_dim=256, ch=64, ch_mult=[1, 2, 2, 4, 4, 8], n
 
 @pytest.fixture(scope="module")
 def rf_dir(shared):
-    d = shared / "reference" / "restoreformer-fixtures"
-    if not d.is_dir():
-        pytest.skip(f"RestoreFormer fixtures not found at {d}")
-    return d
+    return recipes.reference_dir(shared, "restoreformer")
 
 
 @pytest.fixture(scope="module")
