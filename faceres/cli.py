@@ -195,7 +195,7 @@ def add_testset_parser(sub):
     p.add_argument("hq_dir", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--degradation", default="paper", choices=["paper", "x4", "x8"])
+    p.add_argument("--degradation", default="paper", choices=["paper", "mild", "x4", "x8"])
     p.add_argument("--options", type=Path, help="take the degradation from this training options file's val (or train) set")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--subset", default=":", help="python slice over the sorted files, e.g. 0:50")

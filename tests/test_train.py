@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from faceres.archs import StyleGAN2Discriminator, freeze_d
-from faceres.data import DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
+from faceres.data import DEGRADATION_PRESETS, DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
 from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
 from faceres.data.dataset import ArrayCache, list_faces, load_face
 from faceres.train.loop import latest_checkpoint, train
@@ -79,6 +79,23 @@ def test_degradation_is_reproducible_and_in_range(shared):
     ds = FaceDataset(DatasetOpts(str(shared / "data/celebahq-512/images"), size=64, subset=(0, 4)))
     assert torch.equal(ds[(1, 7)]["lq"], ds[(1, 7)]["lq"])
     assert not torch.equal(ds[(1, 7)]["lq"], ds[(1, 8)]["lq"])
+
+
+def test_mild_share_draws_near_clean_pairs_and_keeps_old_draws():
+    paper, mixed = DegradationOpts(), DegradationOpts(mild_prob=0.3)
+    mild = DEGRADATION_PRESETS["mild"]
+    draws = [sample_params(np.random.default_rng(s), mixed) for s in range(400)]
+    is_mild = [p["scale"] <= mild.scale[1] and p["noise"] <= mild.noise[1] and p["blur"]["type"] != "motion" for p in draws]
+    assert 0.2 < np.mean(is_mild) < 0.45  # the paper ranges also land there, rarely
+    assert any(p["blur"]["type"] == "none" and p["jpeg"] is None for p in draws)  # some are untouched but for resizing
+    assert [sample_params(np.random.default_rng(s), paper) for s in range(5)] == [
+        sample_params(np.random.default_rng(s), DegradationOpts(mild_prob=0.0)) for s in range(5)
+    ]
+    gt = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    clean = {**sample_params(np.random.default_rng(0), mild), "blur": {"type": "none"}, "scale": 1.0, "noise": 0.0, "jpeg": None}
+    assert np.allclose(degrade(gt, clean), gt, atol=1e-6)
+    with pytest.raises(ValueError, match="mild_prob"):
+        DegradationOpts(mild_prob=1.5).validate()
 
 
 def test_degradation_rejects_empty_range():

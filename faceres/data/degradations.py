@@ -11,7 +11,7 @@ store exactly what was drawn per image and training stays reproducible from a se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -33,6 +33,9 @@ class DegradationOpts:
     blur_prob: float = 1.0
     jpeg_prob: float = 1.0
     resize: str = "linear"  # linear | bicubic (face SR benchmarks use plain bicubic downsampling)
+    # share of pairs drawn from the "mild" ranges instead (near-clean inputs, so the model learns to keep
+    # what is already sharp); 0 draws nothing extra from the RNG, so existing test sets stay identical
+    mild_prob: float = 0.0
 
     def validate(self):
         for name in ("blur_sigma", "motion_length", "scale", "noise", "jpeg"):
@@ -43,6 +46,8 @@ class DegradationOpts:
             raise ValueError(f"degradation.blur_kernel_size must be odd, got {self.blur_kernel_size}")
         if not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
             raise ValueError(f"degradation.jpeg must lie in [1, 100], got {self.jpeg}")
+        if not 0.0 <= self.mild_prob <= 1.0:
+            raise ValueError(f"degradation.mild_prob must lie in [0, 1], got {self.mild_prob}")
         if self.resize not in ("linear", "bicubic"):
             raise ValueError(f"degradation.resize must be linear or bicubic, got {self.resize!r}")
 
@@ -52,10 +57,17 @@ DEGRADATION_PRESETS = {
     # face super-resolution benchmarks (SFMNet): plain bicubic downsampling, then bicubic back up
     "x4": DegradationOpts(blur_prob=0.0, scale=(4.0, 4.0), noise=(0.0, 0.0), jpeg_prob=0.0, resize="bicubic"),
     "x8": DegradationOpts(blur_prob=0.0, scale=(8.0, 8.0), noise=(0.0, 0.0), jpeg_prob=0.0, resize="bicubic"),
+    # good scans and phone photos: at most slightly soft, small, noisy or compressed (sometimes untouched)
+    "mild": DegradationOpts(
+        blur_prob=0.5, blur_sigma=(0.1, 1.5), motion_prob=0.0, scale=(1.0, 2.0), noise=(0.0, 5.0), jpeg=(60.0, 95.0), jpeg_prob=0.5
+    ),
 }
 
 
 def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
+    if opts.mild_prob > 0 and rng.random() < opts.mild_prob:
+        mild = DEGRADATION_PRESETS["mild"]
+        opts = replace(mild, gray_prob=opts.gray_prob, color_jitter_prob=opts.color_jitter_prob, resize=opts.resize)
     u = lambda r: float(rng.uniform(*r))
     if rng.random() >= opts.blur_prob:
         blur = {"type": "none"}
