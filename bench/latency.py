@@ -73,7 +73,7 @@ def _timed(fn) -> float:
 def profile(net, x):
     with torch.no_grad(), torch.profiler.profile() as prof:
         net.restore(x)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 def main():
@@ -82,7 +82,7 @@ def main():
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--profile", action="store_true", help="operator table of the default model in bf16")
+    ap.add_argument("--profile", action="store_true", help="operator table of each model in bf16")
     ap.add_argument("--no-allocator", action="store_true", help="leave glibc's allocator as it is")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results/latency.json")
     args = ap.parse_args()
@@ -114,7 +114,7 @@ def main():
                 }
             )
             print(f"{name:14s} {precision}: {sec:.3f} s/face, {gflops:.0f} GFLOP" + (f", {share:.0%} of the ceiling" if share else ""))
-            if args.profile and name == "default" and precision == "bf16":
+            if args.profile and precision == "bf16":
                 profile(net, x)
     best = {r["model"]: min(o["seconds_per_face"] for o in rows if o["model"] == r["model"]) for r in rows}
     ratios = {

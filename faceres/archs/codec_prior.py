@@ -53,8 +53,9 @@ class AsymmetricCodec(nn.Module):
         self.dec_blocks = nn.ModuleList(_mmrbs(ch[r], max(enc_blocks - 1, 0)) for r in up_res)
         self.to_rgbs = nn.ModuleList(EqualConv2d(ch[r], 3, 1) for r in self.resolutions[::-1])
 
-    def forward(self, x):
-        """Returns code (B, style_dim), decoder features [4x4 ... size], RGB heads [4x4 ... size]."""
+    def forward(self, x, with_rgbs=True):
+        """Returns code (B, style_dim), decoder features [4x4 ... size], RGB heads [4x4 ... size] (training
+        only: None when not `with_rgbs`)."""
         e = self.from_rgb(x)
         skips = [e]
         for down, blocks in zip(self.down, self.enc_blocks):
@@ -65,7 +66,7 @@ class AsymmetricCodec(nn.Module):
         for up, blocks, skip in zip(self.up, self.dec_blocks, reversed(skips[:-1])):
             d = blocks(up(d, skip))
             feats.append(d)
-        rgbs = [to_rgb(f) for to_rgb, f in zip(self.to_rgbs, feats)]
+        rgbs = [to_rgb(f) for to_rgb, f in zip(self.to_rgbs, feats)] if with_rgbs else None
         return code, feats, rgbs
 
 
@@ -88,7 +89,7 @@ class CodecPriorNet(StyleGAN2PriorNet):
     def forward(self, x, fidelity: float = 1.0, return_aux=False):
         """x: (B, 3, size, size) RGB in [-1, 1]. `fidelity` scales the decoder features fed
         to the noise branches: 1 = as trained (closest to the input), 0 = the prior alone."""
-        code, feats, rgbs = self.codec(x)
+        code, feats, rgbs = self.codec(x, with_rgbs=return_aux)
         image, latent = self.generator(code, noise_from_features(feats, fidelity), return_latents=return_aux)
         if self.input_skip:
             image = image + x
@@ -99,7 +100,7 @@ class CodecPriorNet(StyleGAN2PriorNet):
         return self.forward(x, fidelity=fidelity).clamp(-1, 1)
 
     def prior_inputs(self, x):
-        code, feats, _ = self.codec(x)
+        code, feats, _ = self.codec(x, with_rgbs=False)
         return code, noise_from_features(feats)
 
     def synthesize(self, w_plus, noise, x):

@@ -111,7 +111,8 @@ class ConstantInput(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, channels, 4, 4))
 
     def forward(self, batch: int):
-        return self.weight.repeat(batch, 1, 1, 1)
+        # expand + clone keeps the parameter's memory layout (NHWC for bf16 inference); repeat returns NCHW
+        return self.weight.expand(batch, -1, -1, -1).clone(memory_format=torch.preserve_format)
 
 
 class StyleGAN2DecoderClean(nn.Module):

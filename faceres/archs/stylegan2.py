@@ -37,15 +37,19 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
         x = x.reshape(b, c, h * up, w * up)
-    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
     kh, kw = kernel.shape
     weight = torch.flip(kernel, (0, 1)).to(x.dtype).expand(c, 1, kh, kw)
+    if pad[0] == pad[1] >= 0:  # the conv pads itself: no padded copy of x
+        return F.conv2d(x, weight, stride=down, padding=pad[0], groups=c)
+    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
 def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope=0.2, scale=SQRT2) -> torch.Tensor:
+    """leaky_relu(x + bias) * scale in two passes over x instead of three (leaky ReLU is positively
+    homogeneous, so the scale goes in first: scale * bias + scale * x, then in place)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return F.leaky_relu(x + bias.view(shape), negative_slope) * scale
+    return F.leaky_relu_(torch.add(bias.view(shape) * scale, x, alpha=scale), negative_slope)
 
 
 class FusedLeakyReLU(nn.Module):
@@ -235,7 +239,8 @@ class ConstantInput(nn.Module):
         self.input = nn.Parameter(torch.randn(1, channels, size, size))
 
     def forward(self, batch: int):
-        return self.input.repeat(batch, 1, 1, 1)
+        # expand + clone keeps the parameter's memory layout (NHWC for bf16 inference); repeat returns NCHW
+        return self.input.expand(batch, -1, -1, -1).clone(memory_format=torch.preserve_format)
 
 
 class MappingNetwork(nn.Sequential):
