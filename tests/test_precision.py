@@ -31,3 +31,25 @@ def test_bf16_restoration_matches_fp32_above_40_db(shared):
     assert next(bf16_net.parameters()).dtype == torch.bfloat16 and out.dtype == torch.float32
     mse = float(((out - ref) / 2).pow(2).mean())
     assert 10 * np.log10(1 / mse) >= 40
+
+
+@pytest.mark.parametrize("arch", ["codec_prior", "gpen", "gfpgan_v1_clean"])
+def test_bf16_networks_stay_nhwc_end_to_end(arch):
+    """Every 4-D activation of a prepared network is NHWC: one NCHW layer (e.g. a repeated constant
+    input) drags the layers after it and every concat into slow layout conversions."""
+    from faceres.archs import build_network
+
+    config = {"arch": arch} if arch == "gfpgan_v1_clean" else {"arch": arch, "size": 64, "narrow": 0.25}
+    net = prepare_for_inference(build_network(**config), "bf16")
+    nchw = []
+
+    def check(module, inputs, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[1:]) > 1:
+            if not output.is_contiguous(memory_format=torch.channels_last):
+                nchw.append(type(module).__name__)
+
+    for m in net.modules():
+        m.register_forward_hook(check)
+    with torch.no_grad():
+        net.restore(torch.rand(1, 3, net.spec.size, net.spec.size) * 2 - 1)
+    assert not nchw, nchw

@@ -34,9 +34,12 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     """Zero-insert by `up`, pad (p0 top/left, p1 bottom/right), convolve with `kernel`, keep every `down`-th."""
     b, c, h, w = x.shape
     if up > 1:
+        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
         x = x.reshape(b, c, h * up, w * up)
+        if nhwc:  # keep the caller's layout: the result is added to an NHWC tensor
+            x = x.contiguous(memory_format=torch.channels_last)
     kh, kw = kernel.shape
     weight = torch.flip(kernel, (0, 1)).to(x.dtype).expand(c, 1, kh, kw)
     if pad[0] == pad[1] >= 0:  # the conv pads itself: no padded copy of x
