@@ -31,6 +31,36 @@ def test_detectors_find_six_faces_in_t1(weights_env, shared, detector):
         assert f.landmarks[:2, 1].mean() < f.landmarks[3:, 1].mean()
 
 
+@pytest.mark.parametrize("network", ["mobile0.25", "resnet50"])
+def test_vectorised_retinaface_anchors_equal_facexlibs(network):
+    from facexlib.detection.retinaface import generate_config
+    from facexlib.detection.retinaface_utils import PriorBox
+
+    from faceres.pipeline.detect import prior_boxes
+
+    cfg = generate_config(network)
+    for size in [(1333, 2048), (512, 512), (37, 61)]:
+        assert torch.equal(prior_boxes(cfg, size), PriorBox(cfg, image_size=size).forward())
+
+
+@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "rgb16"])
+def test_encoded_pixels_are_the_rounded_clipped_floats(kind, tmp_path):
+    import cv2
+
+    from faceres.pipeline.images import Photo, encode_image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(-0.2, 1.2, (9, 11, 3)).astype(np.float32)
+    alpha = rng.random((9, 11)).astype(np.float32) if kind == "rgba" else None
+    photo = Photo(rgb, alpha, kind == "gray", 16 if kind == "rgb16" else 8)
+    scale = 65535.0 if kind == "rgb16" else 255.0
+    decoded = cv2.imdecode(np.frombuffer(encode_image(photo, "png"), np.uint8), cv2.IMREAD_UNCHANGED)
+    expect = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if kind == "gray" else rgb[..., ::-1]
+    if kind == "rgba":
+        expect = np.dstack([expect, alpha])
+    assert np.array_equal(decoded, np.floor(np.clip(expect, 0, 1) * scale + 0.5).astype(decoded.dtype))
+
+
 def test_auto_detector_prefers_retinaface(weights_env):
     assert build_detector("auto").name == "retinaface-mobilenet0.25"
 

@@ -3,6 +3,7 @@ ordered (left eye, right eye, nose, left mouth corner, right mouth corner) in im
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +22,42 @@ class Face:
         return float(np.linalg.norm(self.landmarks[0] - self.landmarks[1]))
 
 
+def prior_boxes(cfg: dict, image_size: tuple[int, int]):
+    """RetinaFace's anchors (cx, cy, w, h), in facexlib's order and values, vectorised: facexlib's
+    `PriorBox` builds them in Python loops, about 0.1 s per photo, as long as the network itself."""
+    import torch
+
+    h, w = image_size
+    levels = []
+    for step, min_sizes in zip(cfg["steps"], cfg["min_sizes"]):
+        centres_y = (np.arange(math.ceil(h / step)) + 0.5) * step / h
+        centres_x = (np.arange(math.ceil(w / step)) + 0.5) * step / w
+        cy, cx = np.meshgrid(centres_y, centres_x, indexing="ij")
+        sizes = [np.stack([cx, cy, np.full_like(cx, m / w), np.full_like(cx, m / h)], -1) for m in min_sizes]
+        levels.append(np.stack(sizes, 2).reshape(-1, 4))
+    anchors = torch.from_numpy(np.concatenate(levels)).float()
+    return anchors.clamp_(0, 1) if cfg["clip"] else anchors
+
+
+class _PriorBox:
+    """Drop-in for facexlib's `PriorBox` (same constructor and `forward`)."""
+
+    def __init__(self, cfg, image_size=None, phase="train"):
+        self.cfg, self.image_size = cfg, tuple(image_size)
+
+    def forward(self):
+        return prior_boxes(self.cfg, self.image_size)
+
+
 class RetinaFaceDetector:
     """facexlib's RetinaFace (ResNet50 or MobileNet-0.25), weights loaded with weights_only."""
 
     def __init__(self, network: str = "mobile0.25", weights: str | None = None, device: str = "cpu", threshold: float = 0.97):
+        import facexlib.detection.retinaface as retinaface
         import torch
         from facexlib.detection.retinaface import RetinaFace
+
+        retinaface.PriorBox = _PriorBox
 
         from ..checkpoints import load_state_dict_file
 

@@ -235,21 +235,25 @@ def encode_image(photo_like: Photo, ext: str) -> bytes:
     ext = _codec_ext(ext)
     deep = photo_like.bits == 16 and ext in ("png", "tif")
     scale, dtype = (65535.0, np.uint16) if deep else (255.0, np.uint8)
-    rgb = np.clip(photo_like.rgb, 0, 1)
-    if photo_like.gray:
-        img = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    else:
-        img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    img = cv2.cvtColor(photo_like.rgb, cv2.COLOR_RGB2GRAY) if photo_like.gray else photo_like.rgb
     if photo_like.alpha is not None and ext in ("png", "webp", "tif"):
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        img = np.dstack([img, photo_like.alpha])
-    img = (img * scale + 0.5).astype(dtype)
+        img = np.dstack([img if img.ndim == 3 else img[..., None].repeat(3, 2), photo_like.alpha])
+    img = _quantize(img, scale, dtype)
+    if not photo_like.gray:  # RGB(A) -> BGR(A), swapped in integers: a quarter of the float bytes
+        img = img[..., [2, 1, 0, 3][: img.shape[2]]]
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == "jpg" else []
     ok, buf = cv2.imencode(f".{ext}", img, params)
     if not ok:
         raise ImageError(f"cannot encode as .{ext}")
     return buf.tobytes()
+
+
+def _quantize(img: np.ndarray, scale: float, dtype) -> np.ndarray:
+    """round(clip(img, 0, 1) * scale) in two passes over the float image."""
+    out = img * np.float32(scale)
+    np.clip(out, 0, scale, out=out)
+    out += 0.5
+    return out.astype(dtype)
 
 
 def _file_mode() -> int:

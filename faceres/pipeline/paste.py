@@ -24,8 +24,8 @@ def noise_sigma(img: np.ndarray) -> float:
     if min(img.shape[:2]) < 3:
         return 0.0
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    response = cv2.filter2D(img.astype(np.float32), -1, kernel)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(response).mean() / 6)
+    response = cv2.filter2D(img.astype(np.float32, copy=False), -1, kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(response, out=response).mean() / 6)
 
 
 def detail_band(region: np.ndarray, inv: np.ndarray, size: int, scale: float) -> np.ndarray:
@@ -39,7 +39,8 @@ def detail_band(region: np.ndarray, inv: np.ndarray, size: int, scale: float) ->
     low = cv2.warpAffine(low, inv, region.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     band = region - low
     threshold = 2 * noise_sigma(region)  # ~97% of Gaussian noise coefficients fall below it
-    return np.sign(band) * np.maximum(np.abs(band) - threshold, 0)
+    band -= np.clip(band, -threshold, threshold)  # soft threshold: sign(b) * max(|b| - t, 0)
+    return band
 
 
 def paste_face(
@@ -65,6 +66,8 @@ def paste_face(
     region = canvas[y0:y1, x0:x1]
     scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))  # output pixels per crop pixel
     if keep_detail and scale > 1.05:
-        warped = warped + detail_band(region, inv, size, scale)
-    region[:] = alpha * warped + (1 - alpha) * region
+        warped += detail_band(region, inv, size, scale)
+    warped -= region  # region += alpha * (warped - region), in place: the footprint can be megapixels
+    warped *= alpha
+    region += warped
     return canvas
