@@ -133,6 +133,7 @@ def available_models() -> list[str]:
     return sorted(names, key=lambda name: name != DEFAULT_RESTORER) or [DEFAULT_RESTORER]
 
 
+PRECISION = "auto"  # the server's network precision (`--precision`), see faceres.devices
 _restorers: OrderedDict[tuple[str, str, str], FaceRestorer] = OrderedDict()
 _restorers_lock = threading.Lock()
 
@@ -144,7 +145,7 @@ def get_restorer(model: str, detector: str, bg: str) -> FaceRestorer:
     key = (model, detector, bg)
     with _restorers_lock:
         if key not in _restorers:
-            _restorers[key] = FaceRestorer(model, detector=detector, bg_upsampler=None if bg == "none" else bg)
+            _restorers[key] = FaceRestorer(model, detector=detector, bg_upsampler=None if bg == "none" else bg, precision=PRECISION)
             while len(_restorers) > MAX_RESTORERS:
                 _restorers.popitem(last=False)
         _restorers.move_to_end(key)
@@ -257,7 +258,10 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--model", action="append", help="model(s) to offer (default: restorers found on disk)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 where the hardware computes it")
     args = ap.parse_args(argv)
+    global PRECISION
+    PRECISION = args.precision
     models = args.model or available_models()
     build_demo(models).launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=True)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -224,6 +225,15 @@ def test_faceres_app_passes_host_port_and_model(monkeypatch):
     monkeypatch.setattr(webapp, "main", seen.append)
     assert cli.main(["app", "--port", "7861", "--host", "0.0.0.0", "--model", "m"]) == 0
     assert seen == [["--port", "7861", "--host", "0.0.0.0", "--model", "m"]]
+
+
+def test_app_precision_reaches_the_shared_restorers(fresh_app, tiny_model, monkeypatch):
+    launched = []
+    monkeypatch.setattr(fresh_app, "PRECISION", "auto")  # restored after the test
+    monkeypatch.setattr(fresh_app, "build_demo", lambda models: type("Demo", (), {"launch": lambda *a, **k: launched.append(k)})())
+    fresh_app.main(["--precision", "fp32", "--model", str(tiny_model)])
+    net = fresh_app.get_restorer(str(tiny_model), "auto", "none").net
+    assert launched and next(net.parameters()).dtype == torch.float32  # "auto" gives bf16 on this CPU
 
 
 def test_result_over_the_cap_is_refused_before_decoding(fresh_app, tiny_model, tmp_path, monkeypatch):
