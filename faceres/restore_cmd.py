@@ -47,6 +47,9 @@ def cmd_restore(args) -> int:
         jobs = plan_jobs(args.inputs, out, recursive=args.recursive, ext=args.ext, suffix=args.suffix, shard=args.shard)
         if not jobs:
             return fail(f"no images found in {' '.join(args.inputs)}")
+        if not any(job.source.exists() for job in jobs):  # before the model loads; one missing among others is per file
+            more = f" (and {len(jobs) - 1} more inputs)" if len(jobs) > 1 else ""
+            return fail(f"{jobs[0].source}: no such file{more}")
         lock = out / (LOCK_NAME + ("" if args.shard[1] == 1 else f".shard{args.shard[0]}-of-{args.shard[1]}"))
         if lock.exists() and held_by_live_run(lock):  # before the model loads; restore_jobs takes the lock itself
             raise OutputLocked(f"{out}: another run is writing into this folder (lock {lock.name}); wait for it or choose another -o")

@@ -223,6 +223,16 @@ def test_aligned_inputs(tiny_model, shared, tmp_path):
         assert img.shape == cv2.imread(str(p)).shape
 
 
+def test_missing_inputs_fail_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from faceres.pipeline import restorer
+
+    monkeypatch.setattr(restorer.FaceRestorer, "__init__", lambda *a, **k: pytest.fail("the model loaded"))
+    code = run_cli("restore", tmp_path / "gone.jpg", tmp_path / "gone2.jpg", "-o", tmp_path / "o")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"faceres: error: {tmp_path / 'gone.jpg'}: no such file (and 1 more inputs)"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_model_is_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FACERES_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
