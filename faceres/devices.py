@@ -4,6 +4,8 @@ import functools
 
 import torch
 
+from .allocator import tune_allocator  # noqa: F401  (re-exported for the bench scripts)
+
 
 def pick_device(device: str = "auto") -> torch.device:
     """auto: CUDA, then Apple MPS, then CPU."""
@@ -64,18 +66,3 @@ def prepare_for_inference(net: torch.nn.Module, precision: str = "auto", device:
 
     net.restore = restore_bf16
     return net
-
-
-def tune_allocator() -> bool:
-    """Keep freed activation buffers in the process (glibc): by default every large tensor is mmap'ed
-    and returned to the OS, which costs page faults on each layer of each forward (measured: about
-    1.3x on a 512² network on CPU). Same effect as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=..., but
-    applied at run time. Returns False where the C library is not glibc."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
-    return all(mallopt(param, value) == 1 for param, value in ((m_mmap_max, 0), (m_trim_threshold, 1 << 30), (m_top_pad, 256 << 20)))

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .allocator import tune_allocator
 from .pipeline import FaceRestorer, RestoreOptions
 from .pipeline.images import ImageError, encode_image, load_photo, to_uint8, write_atomic
 from .pipeline.runchecks import check_output_pixels, header_size
@@ -254,6 +255,7 @@ def build_demo(models: list[str]):
 
 
 def main(argv=None):
+    tune_allocator()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7860)

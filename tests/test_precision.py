@@ -53,3 +53,15 @@ def test_bf16_networks_stay_nhwc_end_to_end(arch):
     with torch.no_grad():
         net.restore(torch.rand(1, 3, net.spec.size, net.spec.size) * 2 - 1)
     assert not nchw, nchw
+
+
+def test_every_command_tunes_the_allocator_unless_told_not_to(monkeypatch):
+    from faceres import allocator, cli
+
+    calls = []
+    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(1))
+    assert cli.main(["weights", "list"]) == 0 and calls == [1]
+    monkeypatch.setenv("FACERES_ALLOCATOR", "system")
+    assert allocator.tune_allocator() is False
+    monkeypatch.delenv("FACERES_ALLOCATOR")
+    assert allocator.tune_allocator() is True  # glibc here
