@@ -55,15 +55,14 @@ class RetinaFaceDetector:
     def __init__(self, network: str = "mobile0.25", weights: str | None = None, device: str = "cpu", threshold: float = 0.97):
         import facexlib.detection.retinaface as retinaface
         import torch
-        from facexlib.detection.retinaface import RetinaFace
-
-        retinaface.PriorBox = _PriorBox
 
         from ..checkpoints import load_state_dict_file
 
+        retinaface.PriorBox = _PriorBox  # facexlib's detect_faces builds its anchors through this name
+
         name = {"mobile0.25": "retinaface-mobilenet0.25", "resnet50": "retinaface-resnet50"}[network]
         self.name = name
-        self.model = RetinaFace(network_name=network, half=False, phase="test", device=torch.device(device))
+        self.model = retinaface.RetinaFace(network_name=network, half=False, phase="test", device=torch.device(device))
         self.model.load_state_dict(load_state_dict_file(resolve(weights or name)), strict=True)
         self.model.eval()
         self.threshold = threshold

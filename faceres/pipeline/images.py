@@ -239,8 +239,8 @@ def encode_image(photo_like: Photo, ext: str) -> bytes:
     if photo_like.alpha is not None and ext in ("png", "webp", "tif"):
         img = np.dstack([img if img.ndim == 3 else img[..., None].repeat(3, 2), photo_like.alpha])
     img = _quantize(img, scale, dtype)
-    if not photo_like.gray:  # RGB(A) -> BGR(A), swapped in integers: a quarter of the float bytes
-        img = img[..., [2, 1, 0, 3][: img.shape[2]]]
+    if not photo_like.gray:  # swapped after quantising: a quarter of the float image's bytes
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == "jpg" else []
     ok, buf = cv2.imencode(f".{ext}", img, params)
     if not ok:
