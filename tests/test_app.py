@@ -87,7 +87,7 @@ def upload_and_run(page, url, files):
 
 
 @pytest.mark.slow
-def test_restore_t1_in_the_browser(page, app_url, shared):
+def test_restore_t1_in_the_browser(page, app_url, shared, weights_env):
     src = shared / "data/multi-face/t1.jpg"
     upload_and_run(page, app_url, [src])
     link = page.locator("#download a").first
@@ -101,7 +101,15 @@ def test_restore_t1_in_the_browser(page, app_url, shared):
     restored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     original = cv2.imread(str(src))
     assert restored.shape == (original.shape[0] * 2, original.shape[1] * 2, 3)
-    assert np.abs(cv2.resize(restored, original.shape[1::-1]).astype(float) - original).mean() > 0.5
+    # the faces were restored and the rest is the plain x2 upscale (the background upsampler is off);
+    # measured: 1.6 in the faces vs 0.7 overall, and 0.7 vs 0.6 for an unrestored JPEG
+    from faceres.pipeline.detect import build_detector
+
+    plain = cv2.resize(original, restored.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
+    diff = np.abs(restored.astype(float) - plain)
+    boxes = [(f.box * 2).astype(int) for f in build_detector("auto").detect(original)]
+    in_faces = np.mean([diff[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes])
+    assert in_faces > 1.0 and in_faces > 1.8 * diff.mean(), (in_faces, diff.mean())
     assert page.locator("#faces img").count() >= 6
     thumb = page.locator("#faces img").first  # whole "input | restored" pairs, not cropped to a square
     assert thumb.evaluate("e => getComputedStyle(e).objectFit") == "contain"
