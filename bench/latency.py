@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from faceres.allocator import tune_allocator
 from faceres.archs import ARCHS, build_network
-from faceres.devices import prepare_for_inference, tune_allocator
+from faceres.devices import prepare_for_inference
 
 FAMILIES = {
     "faceres-512": dict(arch="codec_prior", size=512),  # the paper's configuration

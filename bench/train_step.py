@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from faceres.allocator import tune_allocator
 from faceres.data import FaceDataset
-from faceres.devices import tune_allocator
 from faceres.train.options import load_options
 from faceres.train.trainer import Trainer
 

@@ -369,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    tune_allocator()  # before torch allocates: 1.3-1.4x on network passes (bench/README.md)
     if argv[:1] == ["app"]:  # every later argument is the app's (argparse.REMAINDER in a subparser drops options)
-        return cmd_app(argv[1:])
+        return cmd_app(argv[1:])  # the app tunes the allocator itself (also when started as app.py)
+    tune_allocator()  # before torch allocates: 1.3-1.4x on network passes (bench/README.md)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

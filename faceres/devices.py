@@ -4,8 +4,6 @@ import functools
 
 import torch
 
-from .allocator import tune_allocator  # noqa: F401  (re-exported for the bench scripts)
-
 
 def pick_device(device: str = "auto") -> torch.device:
     """auto: CUDA, then Apple MPS, then CPU."""

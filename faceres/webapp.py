@@ -25,6 +25,7 @@ import numpy as np
 
 from .allocator import tune_allocator
 from .pipeline import FaceRestorer, RestoreOptions
+from .pipeline.detect import DETECTOR_WEIGHTS
 from .pipeline.images import ImageError, encode_image, load_photo, to_uint8, write_atomic
 from .pipeline.runchecks import check_output_pixels, header_size
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
@@ -39,12 +40,7 @@ MAX_RESTORERS = 2  # (model, detector, background) combinations kept loaded
 MAX_FILES = 8
 TIME_BUDGET_S = float(os.environ.get("FACERES_APP_TIMEOUT", 300))
 DETECTORS = ["auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet", "dlib"]
-WEIGHTS_OF = {
-    "retinaface_resnet50": "retinaface-resnet50",
-    "retinaface_mobile0.25": "retinaface-mobilenet0.25",
-    "yunet": "yunet",
-    "realesrgan": "realesrgan-x2",
-}
+WEIGHTS_OF = {**DETECTOR_WEIGHTS, "realesrgan": "realesrgan-x2"}
 
 
 def missing_weights(choice: str) -> str | None:

@@ -22,7 +22,16 @@ import numpy as np
 from .images import DEFAULT_MAX_PIXELS, ImageError, Photo, check_output_size, encode_image, list_images, load_photo, write_atomic
 from .options import DEFAULT_OPTIONS, RestoreOptions
 from .restorer import FaceRestorer, RestoreResult
-from .runchecks import DEFAULT_MAX_OUTPUT_PIXELS, LOCK_NAME, OutputLock, check_output_pixels, check_suffix, header_size, held_by_live_run
+from .runchecks import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    LOCK_NAME,
+    OutputLock,
+    check_output_pixels,
+    check_suffix,
+    header_size,
+    held_by_live_run,
+    shard_tag,
+)
 
 OUTPUT_DIRS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
 EXT_FOR_INPUT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".tif": "tif", ".tiff": "tif", ".bmp": "bmp"}
@@ -217,7 +226,7 @@ def report_header(restorer: FaceRestorer, options: RestoreOptions, model_name: s
 
 
 def report_name(shard: tuple[int, int]) -> str:
-    return "report.json" if shard[1] == 1 else f"report.shard{shard[0]}-of-{shard[1]}.json"
+    return f"report{shard_tag(shard)}.json"
 
 
 def restore_jobs(
@@ -238,7 +247,7 @@ def restore_jobs(
     (KeyboardInterrupt) stops after the current photo is written or abandoned, and the report is still
     written. `on_entry(entry, report)` is called after every photo (progress display)."""
     out_dir = Path(out_dir)
-    with OutputLock(out_dir, "" if shard[1] == 1 else f".shard{shard[0]}-of-{shard[1]}") as lock:
+    with OutputLock(out_dir, shard) as lock:
         clean_partial_files(out_dir, lock.path)
         return _restore_locked(
             jobs, out_dir, restorer, options, overwrite, faces, max_pixels, max_output_pixels, shard, model_name, on_entry

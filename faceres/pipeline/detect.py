@@ -60,7 +60,7 @@ class RetinaFaceDetector:
 
         retinaface.PriorBox = _PriorBox  # facexlib's detect_faces builds its anchors through this name
 
-        name = {"mobile0.25": "retinaface-mobilenet0.25", "resnet50": "retinaface-resnet50"}[network]
+        name = DETECTOR_WEIGHTS[f"retinaface_{network}"]
         self.name = name
         self.model = retinaface.RetinaFace(network_name=network, half=False, phase="test", device=torch.device(device))
         self.model.load_state_dict(load_state_dict_file(resolve(weights or name)), strict=True)
@@ -128,6 +128,10 @@ DETECTORS = {
 }
 
 
+# the registry entry each weight-file detector needs, in `auto`'s order of preference (dlib comes last)
+DETECTOR_WEIGHTS = {"retinaface_resnet50": "retinaface-resnet50", "retinaface_mobile0.25": "retinaface-mobilenet0.25", "yunet": "yunet"}
+
+
 def _available_locally(name: str) -> bool:
     try:
         resolve(name, allow_download=False)
@@ -143,17 +147,13 @@ def build_detector(name: str = "auto", device: str = "cpu"):
         if name not in DETECTORS:
             raise ValueError(f"unknown detector {name!r}; choose from auto, {', '.join(DETECTORS)}")
         return DETECTORS[name](device)
-    for det, weights in [
-        ("retinaface_resnet50", "retinaface-resnet50"),
-        ("retinaface_mobile0.25", "retinaface-mobilenet0.25"),
-        ("yunet", "yunet"),
-    ]:
+    for det, weights in DETECTOR_WEIGHTS.items():
         if _available_locally(weights):
             return DETECTORS[det](device)
     try:
         return DlibDetector()
     except WeightsError:
-        names = ", ".join(REGISTRY[n].filename for n in ("retinaface-resnet50", "retinaface-mobilenet0.25", "yunet"))
+        names = ", ".join(REGISTRY[n].filename for n in DETECTOR_WEIGHTS.values())
         raise WeightsError(
             f"no face detector available: put one of {names} in FACERES_WEIGHTS_DIR, "
             "or install the dlib extra, or pass --detector NAME to download"

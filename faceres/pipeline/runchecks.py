@@ -120,12 +120,17 @@ def held_by_live_run(path: Path) -> bool:
     return owner is None or _alive(*owner)
 
 
-class OutputLock:
-    """OUT/.faceres.lock holding "pid host": a second run into the same folder fails with one line. A lock
-    left by a killed run (its pid gone on this host) is taken over."""
+def shard_tag(shard: tuple[int, int]) -> str:
+    """What a shard's run-wide files (lock, report) add to their names: nothing for an unsharded run."""
+    return "" if shard[1] == 1 else f".shard{shard[0]}-of-{shard[1]}"
 
-    def __init__(self, out_dir: str | os.PathLike, tag: str = ""):
-        self.path = Path(out_dir) / (LOCK_NAME + tag)
+
+class OutputLock:
+    """OUT/.faceres.lock (one per shard) holding "pid host": a second run into the same folder fails with
+    one line. A lock left by a killed run (its pid gone on this host) is taken over."""
+
+    def __init__(self, out_dir: str | os.PathLike, shard: tuple[int, int] = (0, 1)):
+        self.path = Path(out_dir) / (LOCK_NAME + shard_tag(shard))
         self.held = False
 
     def acquire(self) -> OutputLock:
