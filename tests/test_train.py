@@ -98,6 +98,23 @@ def test_mild_share_draws_near_clean_pairs_and_keeps_old_draws():
         DegradationOpts(mild_prob=1.5).validate()
 
 
+def test_pair_colour_jitter_shifts_gt_and_lq_alike(shared):
+    """'pair' jitter is an augmentation: the model sees the same cast in LQ and GT, so it learns to keep it."""
+    root = str(shared / "data/celebahq-512/images")
+    clean = dict(blur_prob=0.0, scale=(1.0, 1.0), noise=(0.0, 0.0), jpeg_prob=0.0)
+    for on in ("lq", "pair"):
+        jittered = DegradationOpts(**clean, color_jitter_prob=1.0, color_jitter_on=on)
+        ds = FaceDataset(DatasetOpts(root, size=64, subset=(0, 2), degradation=jittered))
+        plain = FaceDataset(DatasetOpts(root, size=64, subset=(0, 2), degradation=DegradationOpts(**clean, color_jitter_prob=0.0)))
+        item, ref = ds[(0, 3)], plain[(0, 3)]
+        lq_shift = (item["lq"] - ref["lq"]).mean((1, 2))
+        gt_shift = (item["gt"] - ref["gt"]).mean((1, 2))
+        assert lq_shift.abs().max() > 2 / 255
+        assert torch.allclose(gt_shift, lq_shift if on == "pair" else torch.zeros(3), atol=0.5 / 255), on
+    with pytest.raises(ValueError, match="color_jitter_on"):
+        DegradationOpts(color_jitter_on="gt").validate()
+
+
 def test_degradation_rejects_empty_range():
     with pytest.raises(ValueError, match="noise"):
         DegradationOpts(noise=(5, 1)).validate()

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .components import component_boxes, components_from_68, load_landmarks
-from .degradations import DegradationOpts, degrade, sample_params, to_gray3
+from .degradations import DegradationOpts, degrade, prepare_gt, sample_params
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -116,8 +116,7 @@ class FaceDataset(Dataset):
         gt = img[:, ::-1] if flip else img
         gt = gt.astype(np.float32) / 255.0
         params = sample_params(rng, self.opts.degradation)
-        if params["gray"]:
-            gt = to_gray3(gt)
+        gt = prepare_gt(gt, params)
         lq = degrade(gt, params, self.opts.degradation.blur_kernel_size, self.opts.degradation.reference_size)
         item = {"lq": to_tensor(lq), "gt": to_tensor(gt), "index": index}
         if self.landmarks is not None:

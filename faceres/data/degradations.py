@@ -28,7 +28,10 @@ class DegradationOpts:
     jpeg: tuple[float, float] = (5.0, 50.0)  # JPEG quality
     gray_prob: float = 0.0  # grey LQ and GT (so B&W photos stay B&W)
     color_jitter_prob: float = 0.0
-    color_jitter_shift: float = 20.0  # 0-255 units, per channel, LQ only
+    color_jitter_shift: float = 20.0  # 0-255 units, per channel
+    # "lq": only the LQ is shifted, so the model learns to undo colour casts (GFPGAN's choice, but it then
+    # recolours photos whose cast is real); "pair": GT and LQ alike, a colour augmentation the model keeps
+    color_jitter_on: str = "lq"
     reference_size: int = 512  # blur sizes are given at this face size and scaled to the actual one
     blur_prob: float = 1.0
     jpeg_prob: float = 1.0
@@ -48,6 +51,8 @@ class DegradationOpts:
             raise ValueError(f"degradation.jpeg must lie in [1, 100], got {self.jpeg}")
         if not 0.0 <= self.mild_prob <= 1.0:
             raise ValueError(f"degradation.mild_prob must lie in [0, 1], got {self.mild_prob}")
+        if self.color_jitter_on not in ("lq", "pair"):
+            raise ValueError(f"degradation.color_jitter_on must be lq or pair, got {self.color_jitter_on!r}")
         if self.resize not in ("linear", "bicubic"):
             raise ValueError(f"degradation.resize must be linear or bicubic, got {self.resize!r}")
 
@@ -67,7 +72,8 @@ DEGRADATION_PRESETS = {
 def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
     if opts.mild_prob > 0 and rng.random() < opts.mild_prob:
         mild = DEGRADATION_PRESETS["mild"]
-        opts = replace(mild, gray_prob=opts.gray_prob, color_jitter_prob=opts.color_jitter_prob, resize=opts.resize)
+        keep = ("gray_prob", "color_jitter_prob", "color_jitter_shift", "color_jitter_on", "resize")
+        opts = replace(mild, **{k: getattr(opts, k) for k in keep})
     u = lambda r: float(rng.uniform(*r))
     if rng.random() >= opts.blur_prob:
         blur = {"type": "none"}
@@ -86,8 +92,16 @@ def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
         "resize": opts.resize,
     }
     if rng.random() < opts.color_jitter_prob:
-        params["color_shift"] = [u((-opts.color_jitter_shift, opts.color_jitter_shift)) for _ in range(3)]
+        shift = [u((-opts.color_jitter_shift, opts.color_jitter_shift)) for _ in range(3)]
+        params["color_shift" if opts.color_jitter_on == "lq" else "pair_color_shift"] = shift
     return params
+
+
+def prepare_gt(gt: np.ndarray, params: dict) -> np.ndarray:
+    """What the pair's GT becomes before it is degraded: colour-shifted (pair jitter), then grey."""
+    if "pair_color_shift" in params:
+        gt = np.clip(gt + np.array(params["pair_color_shift"], np.float32) / 255.0, 0, 1)
+    return to_gray3(gt) if params["gray"] else gt
 
 
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:

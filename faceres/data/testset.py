@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from .dataset import list_faces, load_face
-from .degradations import DEGRADATION_PRESETS, DegradationOpts, degrade, sample_params
+from .degradations import DEGRADATION_PRESETS, DegradationOpts, degrade, prepare_gt, sample_params
 
 SIZES = (16, 4096)  # a 4096^2 pair is already about 400 MB of float32 work per image
 
@@ -44,8 +44,7 @@ def make_testset(
         img, _, _ = load_face(path, size, center_crop)
         gt = img.astype(np.float32) / 255.0
         params = sample_params(np.random.default_rng([seed, i]), opts)
-        if params["gray"]:
-            gt = np.repeat(cv2.cvtColor(gt, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        gt = prepare_gt(gt, params)
         lq = degrade(gt, params, opts.blur_kernel_size, opts.reference_size)
         name = path.stem + ".png"
         for folder, image in (("hq", gt), ("lq", lq)):
