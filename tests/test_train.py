@@ -554,3 +554,11 @@ def test_dataset_cache_off_gives_the_same_items(shared):
         assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
     assert len(cached.cache) == 3 and len(uncached.cache) == 0
     assert np.array_equal(cached.cache.items[2][0], load_face(cached.files[2], 64, False)[0])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "options").glob("*.yml")), ids=lambda p: p.name)
+def test_every_shipped_options_file_loads(path, shared, monkeypatch):
+    monkeypatch.setenv("FACERES_SHARED", str(shared))
+    needs_landmarks = path.name == TINY.name  # its local Ds read a landmarks file the tiny_landmarks fixture makes
+    opts = load_options(path, ["train.losses.gan_local=0"] if needs_landmarks else [])
+    assert opts.name and opts.train.total_iter > 0
