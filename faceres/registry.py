@@ -250,7 +250,7 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "b99c9939f4272c5be1c526f7bc96ab41b0c201cd6b8ee51b2f98b60ff38309ae",
+            "82649db9f716c157cbffb79cbf1107c0d5b1faf87cb3ed140fc2c5a44aca1060",
             13_506_766,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions (weights/README.md); shipped in weights/",
