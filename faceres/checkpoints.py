@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .archs import build_network
+from .files import atomic_path
 from .weights import WeightsError, resolve
 
 
@@ -57,11 +58,8 @@ def save_model(model: nn.Module, path: Path, arch: dict, half: bool = False, ext
 
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"arch": json.dumps(arch), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _first_line(err: BaseException) -> str:

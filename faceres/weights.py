@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
+from .files import atomic_path
 from .registry import DEFAULT_RESTORER, REGISTRY, WeightSpec, inference_defaults  # noqa: F401 (re-exported)
 
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -93,26 +93,19 @@ def download(spec: WeightSpec, dest_dir: Path | None = None, progress: bool = Tr
     """Download to a temp file beside the target, check size and sha256, then rename atomically."""
     if not spec.url:
         raise WeightsError(_missing_message(spec, "it has no download URL"))
-    dest_dir = Path(dest_dir or cache_dir())
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / spec.filename
-    fd, tmp = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest_dir)
+    target = Path(dest_dir or cache_dir()) / spec.filename
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=30) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or spec.size
-            from tqdm import tqdm
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(spec.url, timeout=30) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or spec.size
+                from tqdm import tqdm
 
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
-                while block := resp.read(1 << 20):
-                    out.write(block)
-                    bar.update(len(block))
-        check_file(Path(tmp), spec)
-        os.replace(tmp, target)
-    except WeightsError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
+                    while block := resp.read(1 << 20):
+                        out.write(block)
+                        bar.update(len(block))
+            check_file(tmp, spec)
     except (OSError, ValueError) as err:  # URLError, timeouts, refused connections, disk full
-        Path(tmp).unlink(missing_ok=True)
         raise WeightsError(_missing_message(spec, f"the download failed ({err.__class__.__name__}: {err})")) from None
     return target
 

@@ -127,15 +127,23 @@ def test_corrupt_tiff_header_is_one_line(tmp_path):
     assert one_line(err.value).startswith("corrupt TIFF header")
 
 
-def test_outputs_get_the_umask_mode_not_0600(tmp_path):
+def test_outputs_and_exported_models_get_the_umask_mode_not_0600(tmp_path):
     import os
 
+    from torch import nn
+
+    from faceres.checkpoints import save_model
+    from faceres.files import FILE_MODE
     from faceres.pipeline.images import write_atomic
 
     old = os.umask(0o022)
     os.umask(old)
+    assert FILE_MODE == 0o666 & ~old
     write_atomic(tmp_path / "out.png", b"x")
-    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~old
+    save_model(nn.Linear(2, 2), tmp_path / "model.safetensors", {"arch": "none"})
+    for name in ("out.png", "model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == FILE_MODE, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "out.png"]  # no temp files left
 
 
 # -------------------------------------------------------------------- weights

@@ -10,6 +10,7 @@ from faceres import weights
 from faceres.archs import GPENGenerator
 from faceres.checkpoints import load_model, load_state_dict_file
 from faceres.cli import main
+from faceres.files import FILE_MODE
 from faceres.weights import WeightsError, WeightSpec, download, resolve
 
 
@@ -63,6 +64,7 @@ def test_download_checks_and_renames_atomically(isolated, served):
     path = download(spec_for(data, url + "model.bin"), isolated / "dl", progress=False)
     assert path.read_bytes() == data
     assert [p.name for p in (isolated / "dl").iterdir()] == ["model.bin"]
+    assert path.stat().st_mode & 0o777 == FILE_MODE  # not mkstemp's 0600
 
 
 def test_download_checksum_mismatch_leaves_nothing(isolated, served):

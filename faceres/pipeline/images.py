@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..files import write_atomic  # noqa: F401 (re-exported: the pipeline writes its outputs with it)
 
 JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
 IMAGE_EXTS = {*JPEG_EXTS, ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -254,30 +255,6 @@ def _quantize(img: np.ndarray, scale: float, dtype) -> np.ndarray:
     np.clip(out, 0, scale, out=out)
     out += 0.5
     return out.astype(dtype)
-
-
-def _file_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-FILE_MODE = _file_mode()  # read once: umask is process-wide and reading it means setting it
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the target folder, then rename: a kill never leaves a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; outputs get the mode open() would give them
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def list_images(inputs: list[str], recursive: bool = False) -> list[tuple[Path, Path]]:
