@@ -148,7 +148,12 @@ def add_train_parser(sub):
     p.add_argument("-opt", "--options", required=True, type=Path, help="options file, e.g. options/train_faceres_512.yml")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", default=None, help="checkpoint path or 'auto' (overrides path.resume)")
-    p.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (schedule unchanged)")
+    p.add_argument(
+        "--max-iters",
+        type=int,
+        default=None,
+        help="stop after this many more iterations, counted from where it resumes (schedule unchanged)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",

@@ -148,7 +148,7 @@ def start(model: TrainingModel, opts: Options, device: torch.device, logger: Log
 
 
 def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> TrainingModel:
-    """Run (or resume) training. `max_iters` stops early (for tests/benchmarks) without changing
+    """Run (or resume) training. `max_iters` stops after that many more iterations (for tests/benchmarks) without changing
     the schedule, which always follows train.total_iter."""
     dev, rank, world = init_distributed(device)
     root = opts.experiment_dir
