@@ -1,6 +1,6 @@
 """Side-by-side examples (input | restored) for the README, from real photos in ../shared/data.
 
-FACERES_WEIGHTS_DIR=../shared/weights python bench/examples.py [--model faceres-v0]
+FACERES_WEIGHTS_DIR=../shared/weights python bench/examples.py [--model faceres-v0]   # default: the default model
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from faceres.pipeline import FaceRestorer
 from faceres.pipeline.images import load_photo
+from faceres.weights import DEFAULT_RESTORER
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FACERES_SHARED", ROOT.parent / "shared"))
@@ -28,7 +29,7 @@ def side_by_side(a: np.ndarray, b: np.ndarray, width: int) -> np.ndarray:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="faceres-v0")
+    ap.add_argument("--model", default=DEFAULT_RESTORER)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/examples")
     ap.add_argument("--width", type=int, default=900)
     args = ap.parse_args()
