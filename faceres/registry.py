@@ -250,7 +250,7 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "82649db9f716c157cbffb79cbf1107c0d5b1faf87cb3ed140fc2c5a44aca1060",
+            "f53216bfd612d5740286969b71d7505a6318956c1e7359d03fed39fdb68415e8",
             13_506_766,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions (weights/README.md); shipped in weights/",

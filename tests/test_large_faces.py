@@ -46,11 +46,11 @@ def test_a_large_sharp_face_is_not_softened(shared, weights_env, model):
     result = FaceRestorer(net, detector="yunet", device="cpu").restore(photo, upscale=2)
     assert len(result.faces) == 1
     restored, bicubic = result.image[FACE], cv2.resize(photo, (1400, 1300), interpolation=cv2.INTER_CUBIC)[FACE]
-    assert laplacian_variance(restored) >= 0.9 * laplacian_variance(bicubic)  # measured 1.18x (v1), 1.18x (unchanged)
+    assert laplacian_variance(restored) >= 0.9 * laplacian_variance(bicubic)  # measured 1.19x (v1), 1.18x (unchanged)
     # what the model changes in a clean face is the model's, not the paste's: the paste alone must not cost
-    # more than 0.1 dB (39.42 vs 39.37 measured); faceres-v1 at 15,500 is 0.6 dB behind bicubic (38.77), and was
-    # 7 dB behind while it learnt to undo LQ-only colour jitter, so the photo's own colour cast is guarded
-    allowed = 0.1 if model == "unchanged" else 1.0
+    # more than 0.1 dB (39.42 vs 39.37 measured); faceres-v1 at 22,250 is 0.29 dB behind bicubic (39.08), and
+    # was 7 dB behind while it learnt to undo LQ-only colour jitter: this guards the photo's own colour cast
+    allowed = 0.1 if model == "unchanged" else 0.5
     assert psnr(restored, original[FACE]) >= psnr(bicubic, original[FACE]) - allowed
 
 
