@@ -236,7 +236,8 @@ def restore_folder(
     model: str, lq: Path, out: Path, device: str = "auto", fidelity: float = 1.0, flip_ensemble: bool | None = None, precision: str = "auto"
 ) -> Path:
     """Run a model on aligned LQ faces; outputs at the LQ images' size."""
-    from .pipeline.images import Photo, encode_image, load_photo, write_atomic
+    from .files import write_atomic
+    from .pipeline.images import Photo, encode_image, load_photo
     from .pipeline.options import RestoreOptions
     from .pipeline.restorer import FaceRestorer
 

@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 
 from .allocator import tune_allocator
+from .files import write_atomic
 from .pipeline import FaceRestorer, RestoreOptions
 from .pipeline.detect import DETECTOR_WEIGHTS
-from .pipeline.images import ImageError, encode_image, load_photo, to_uint8, write_atomic
+from .pipeline.images import ImageError, encode_image, load_photo, to_uint8
 from .pipeline.runchecks import check_output_pixels, header_size
 from .weights import DEFAULT_RESTORER, REGISTRY, WeightsError, resolve
 

@@ -133,8 +133,7 @@ def test_outputs_and_exported_models_get_the_umask_mode_not_0600(tmp_path):
     from torch import nn
 
     from faceres.checkpoints import save_model
-    from faceres.files import FILE_MODE
-    from faceres.pipeline.images import write_atomic
+    from faceres.files import FILE_MODE, write_atomic
 
     old = os.umask(0o022)
     os.umask(old)

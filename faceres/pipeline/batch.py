@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import DEFAULT_MAX_PIXELS, ImageError, Photo, check_output_size, encode_image, list_images, load_photo, write_atomic
+from ..files import write_atomic
+from .images import DEFAULT_MAX_PIXELS, ImageError, Photo, check_output_size, encode_image, list_images, load_photo
 from .options import DEFAULT_OPTIONS, RestoreOptions
 from .restorer import FaceRestorer, RestoreResult
 from .runchecks import (

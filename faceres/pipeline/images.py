@@ -17,8 +17,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..files import write_atomic  # noqa: F401 (re-exported: the pipeline writes its outputs with it)
-
 JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
 IMAGE_EXTS = {*JPEG_EXTS, ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 # what PIL may decode, and the extensions that claim it; other content (EPS, PDF, PSD...) is refused before decoding
