@@ -20,7 +20,7 @@ def cmd_restore(args) -> int:
     from .pipeline.options import RestoreOptions
     from .pipeline.reference import SAIRConfig
     from .pipeline.restorer import FaceRestorer
-    from .pipeline.runchecks import OutputLock, OutputLocked, check_run_settings, held_by_live_run
+    from .pipeline.runchecks import OutputLocked, check_run_settings, held_by_live_run, lock_path
     from .weights import DEFAULT_RESTORER, WeightsError
 
     model = args.model or DEFAULT_RESTORER
@@ -50,7 +50,7 @@ def cmd_restore(args) -> int:
         if not any(job.source.exists() for job in jobs):  # before the model loads; one missing among others is per file
             more = f" (and {len(jobs) - 1} more inputs)" if len(jobs) > 1 else ""
             return fail(f"{jobs[0].source}: no such file{more}")
-        lock = OutputLock(out, args.shard).path
+        lock = lock_path(out, args.shard)
         if lock.exists() and held_by_live_run(lock):  # before the model loads; restore_jobs takes the lock itself
             raise OutputLocked(f"{out}: another run is writing into this folder (lock {lock.name}); wait for it or choose another -o")
         out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomic
+
 COMPONENTS = ("left_eye", "right_eye", "mouth")
 LANDMARK_FILE = "landmarks68.json"
 _INDEX = {"left_eye": slice(36, 42), "right_eye": slice(42, 48), "mouth": slice(48, 68)}
@@ -87,7 +89,5 @@ def prepare_landmarks(folder: Path, out: Path | None = None, progress: bool = Tr
         rgb = np.asarray(Image.open(f).convert("RGB"))
         result[f.name] = detect_landmarks_68(rgb, detector, predictor).round(2).tolist()
     out = Path(out or Path(folder) / LANDMARK_FILE)
-    tmp = out.with_suffix(".part")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(out)
+    write_atomic(out, json.dumps(result).encode())
     return out

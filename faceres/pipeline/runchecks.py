@@ -125,12 +125,16 @@ def shard_tag(shard: tuple[int, int]) -> str:
     return "" if shard[1] == 1 else f".shard{shard[0]}-of-{shard[1]}"
 
 
+def lock_path(out_dir: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> Path:
+    return Path(out_dir) / (LOCK_NAME + shard_tag(shard))
+
+
 class OutputLock:
     """OUT/.faceres.lock (one per shard) holding "pid host": a second run into the same folder fails with
     one line. A lock left by a killed run (its pid gone on this host) is taken over."""
 
     def __init__(self, out_dir: str | os.PathLike, shard: tuple[int, int] = (0, 1)):
-        self.path = Path(out_dir) / (LOCK_NAME + shard_tag(shard))
+        self.path = lock_path(out_dir, shard)
         self.held = False
 
     def acquire(self) -> OutputLock:

@@ -5,7 +5,6 @@ processes, one discriminator update, and the checkpoint state."""
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 from ..archs import StyleGAN2Discriminator
 from ..checkpoints import init_generator_from, load_state_dict_file, read_metadata
 from ..devices import to_channels_last, use_bf16
+from ..files import atomic_path
 from ..losses import d_logistic, r1_penalty
 from ..weights import WeightsError, resolve
 from .options import Options, OptionsError
@@ -238,9 +238,7 @@ class TrainingModel:
     def save(self, root: Path) -> Path:
         """root/checkpoints/iter_N.pt (written atomically), then the family's exports in root/models."""
         ckpt = root / "checkpoints" / f"iter_{self.iter:08d}.pt"
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(".part")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, ckpt)
+        with atomic_path(ckpt) as tmp:
+            torch.save(self.state_dict(), tmp)
         self.export(root / "models")
         return ckpt

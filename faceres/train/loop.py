@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..data import FaceDataset, IterationSampler
 from ..devices import pick_device
+from ..files import write_atomic
 from ..metrics import psnr, ssim
 from .base import TrainingModel
 from .models import build_model
@@ -94,10 +95,7 @@ def save_run_options(opts: Options, root: Path, start_iter: int) -> Path:
     # compared as data: a default written as 2 reads back as the float 2.0 and is the same option
     if path.is_file() and yaml.safe_load(path.read_text()) != yaml.safe_load(text):
         os.replace(path, root / f"options_until_{start_iter:08d}.yml")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".options.yml.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode())
     return path
 
 
@@ -148,8 +146,8 @@ def start(model: TrainingModel, opts: Options, device: torch.device, logger: Log
 
 
 def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> TrainingModel:
-    """Run (or resume) training. `max_iters` stops after that many more iterations (for tests/benchmarks) without changing
-    the schedule, which always follows train.total_iter."""
+    """Run (or resume) training. `max_iters` stops after that many more iterations (for tests and
+    benchmarks) without changing the schedule, which always follows train.total_iter."""
     dev, rank, world = init_distributed(device)
     root = opts.experiment_dir
     logger = Logger(root, rank == 0, opts.logger.tensorboard)
