@@ -12,6 +12,7 @@ from faceres.checkpoints import (
     load_model,
     save_model,
 )
+from faceres.losses.perceptual import discriminator_features
 
 
 def numel(sd):
@@ -221,6 +222,21 @@ def test_freeze_d_freezes_first_layers():
     frozen = freeze_d(d, 3)
     assert frozen and all(n.startswith(("convs.0.", "convs.1.", "convs.2.")) for n in frozen)
     assert all(p.requires_grad for p in d.convs[3].parameters()) and all(p.requires_grad for p in d.final_linear.parameters())
+
+
+def test_luma_discriminator_is_blind_to_colour_but_not_to_detail():
+    torch.manual_seed(0)
+    d = StyleGAN2Discriminator(32, channel_multiplier=1, narrow=0.25, luma=True).eval()
+    assert d.convs[0][0].weight.shape[1] == 1
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    # a colour change with zero luma: orthogonal to the BT.601 weights
+    chroma = torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1) * 0.3
+    detail = torch.randn(2, 1, 32, 32) * 0.3
+    with torch.no_grad():
+        assert torch.allclose(d(x), d(x + chroma), atol=1e-5)
+        assert not torch.allclose(d(x), d(x + detail), atol=1e-3)
+        feats = discriminator_features(d, x + chroma)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(feats, discriminator_features(d, x)))
 
 
 def test_component_discriminator_output_map():

@@ -292,6 +292,28 @@ def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmark
     assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
 
 
+def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, loss_backbones):
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        "network_d.luma=true",
+        "network_d.freeze_layers=0",
+        "train.losses.chroma_l1=2",
+        "train.losses.identity.type=none",
+        "train.losses.gan_local=0",
+        "train.losses.feature_matching.type=discriminator_features",
+    )
+    trainer = build_model(opts, torch.device("cpu"))
+    assert trainer.net_d.convs[0][0].weight.shape[1] == 1
+    d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
+    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
+    logs = trainer.step(batch)
+    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_gan", "l_dfeat", "l_d"))
+    assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
+    assert "chroma_l1 2.0" in " ".join(trainer.describe_losses())
+
+
 def test_freeze_d_helper_counts_layers():
     d = StyleGAN2Discriminator(64, 1, 0.125)
     names = freeze_d(d, 5)

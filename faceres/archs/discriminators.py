@@ -8,14 +8,22 @@ from torch import nn
 from .stylegan2 import ConvLayer, EqualConv2d, EqualLinear, ResBlock, channel_table
 
 
-class StyleGAN2Discriminator(nn.Module):
-    """Same keys as GPEN's `Discriminator`; minibatch stddev over the whole batch, as GPEN does."""
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) ITU-R BT.601 luma."""
+    return (x * x.new_tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
-    def __init__(self, size=512, channel_multiplier=2, narrow=1.0, blur_kernel=(1, 3, 3, 1)):
+
+class StyleGAN2Discriminator(nn.Module):
+    """Same keys as GPEN's `Discriminator`; minibatch stddev over the whole batch, as GPEN does.
+    `luma=True` judges the BT.601 luma only (one input channel): an adversarial loss through it can
+    push texture and contrast but not colour, which stays with the pixel losses."""
+
+    def __init__(self, size=512, channel_multiplier=2, narrow=1.0, blur_kernel=(1, 3, 3, 1), luma=False):
         super().__init__()
         ch = channel_table(size, channel_multiplier, narrow)
         log_size = int(math.log2(size))
-        blocks = [ConvLayer(3, ch[size], 1)]
+        self.luma = luma
+        blocks = [ConvLayer(1 if luma else 3, ch[size], 1)]
         for i in range(log_size, 2, -1):
             blocks.append(ResBlock(ch[2**i], ch[2 ** (i - 1)], blur_kernel))
         self.convs = nn.Sequential(*blocks)
@@ -28,8 +36,12 @@ class StyleGAN2Discriminator(nn.Module):
         std = torch.sqrt(x.var(0, unbiased=False) + 1e-8).mean()
         return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
+    def prepare(self, x):
+        """(B, 3, H, W) RGB -> what the trunk sees: the image, or its luma (B, 1, H, W)."""
+        return luma(x) if self.luma else x
+
     def forward(self, x):
-        out = self.final_conv(self.minibatch_stddev(self.convs(x)))
+        out = self.final_conv(self.minibatch_stddev(self.convs(self.prepare(x))))
         return self.final_linear(out.flatten(1))
 
 

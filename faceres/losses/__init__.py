@@ -3,7 +3,7 @@
 from .gan import d_logistic, g_nonsaturating, r1_penalty
 from .identity import DlibIdentityLoss, IdentityLoss, build_arcface
 from .perceptual import DiscriminatorFeatureLoss, VGGFeatureLoss
-from .pixel import multiscale_l1
+from .pixel import chroma_l1, multiscale_l1
 
 __all__ = [
     "DiscriminatorFeatureLoss",
@@ -11,6 +11,7 @@ __all__ = [
     "IdentityLoss",
     "VGGFeatureLoss",
     "build_arcface",
+    "chroma_l1",
     "d_logistic",
     "g_nonsaturating",
     "multiscale_l1",

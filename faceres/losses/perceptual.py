@@ -48,7 +48,7 @@ class VGGFeatureLoss(nn.Module):
 
 
 def discriminator_features(disc, x, n_blocks: int | None = None) -> list[torch.Tensor]:
-    feats = []
+    feats, x = [], disc.prepare(x)
     for i, block in enumerate(disc.convs):
         x = block(x)
         feats.append(x)

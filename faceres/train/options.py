@@ -55,6 +55,7 @@ class NetworkDOpts:
     channel_multiplier: float = 2
     narrow: float = 1.0
     freeze_layers: int = 5  # FreezeD: first N trunk entries of the global D (fromRGB + ResBlocks)
+    luma: bool = False  # the global D sees luma only, so the adversarial terms cannot reward invented colour
     component_channels: tuple[int, int, int] = (64, 128, 256)
 
 
@@ -111,6 +112,7 @@ class GFLOpts:
 class LossOpts:
     l1: float = 8.0
     multiscale_l1: float = 1.0  # codec_prior: decoder RGB heads
+    chroma_l1: float = 0.0  # extra L1 on colour (RGB minus luma): holds colour while a luma D pushes texture
     amplitude_phase: float = 1.0  # sfmnet: L1 on amplitude and phase of the frequency-branch output
     gan_global: float = 0.5
     gan_local: float = 3.0

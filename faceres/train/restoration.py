@@ -12,7 +12,16 @@ from torch import nn
 from ..archs import ComponentDiscriminator, build_network, freeze_d
 from ..checkpoints import load_state_dict_file, save_model
 from ..data.components import COMPONENTS
-from ..losses import DiscriminatorFeatureLoss, DlibIdentityLoss, IdentityLoss, VGGFeatureLoss, build_arcface, g_nonsaturating, multiscale_l1
+from ..losses import (
+    DiscriminatorFeatureLoss,
+    DlibIdentityLoss,
+    IdentityLoss,
+    VGGFeatureLoss,
+    build_arcface,
+    chroma_l1,
+    g_nonsaturating,
+    multiscale_l1,
+)
 from ..losses.frequency import FocalFrequencyLoss, GuidedFrequencyLoss
 from ..weights import WeightsError, resolve
 from .base import TrainingModel, set_trainable
@@ -105,6 +114,8 @@ class RestorationModel(TrainingModel):
     def describe_losses(self) -> list[str]:
         w = self.opts.train.losses
         names = [f"l1 {w.l1}", self.pixel_loss_name(), f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
+        if w.chroma_l1 > 0:
+            names.append(f"chroma_l1 {w.chroma_l1}")
         if self.feature_loss is not None:
             vgg = isinstance(self.feature_loss, VGGFeatureLoss)
             kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
@@ -119,7 +130,10 @@ class RestorationModel(TrainingModel):
 
     def pixel_terms(self, out: torch.Tensor, aux: dict, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.opts.train.losses
-        return {"l_l1": w.l1 * F.l1_loss(out, gt), "l_ms": w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)}
+        terms = {"l_l1": w.l1 * F.l1_loss(out, gt), "l_ms": w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)}
+        if w.chroma_l1 > 0:
+            terms["l_chroma"] = w.chroma_l1 * chroma_l1(out, gt)
+        return terms
 
     def generator_losses(self, lq, gt, boxes) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         w = self.opts.train.losses
