@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .archs import build_network
+from .archs import InterpolatedNet, build_network
 from .files import atomic_path
 from .weights import WeightsError, resolve
 
@@ -243,6 +243,18 @@ def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> 
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise WeightsError(f"{path}: does not match architecture {config} ({first})") from None
     return model.eval(), config
+
+
+def interpolated_release(fidelity_model: nn.Module, config: dict, perceptual: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """One `InterpolatedNet` from a pixel-loss network and the adversarial stage of the same
+    architecture (`perceptual`, a file). Returns (model, config)."""
+    other, other_config = load_model(perceptual)
+    if other_config != config:
+        raise WeightsError(f"{perceptual}: architecture {other_config} is not the pixel-loss network's {config}")
+    net = InterpolatedNet(config)
+    net.fidelity_end.load_state_dict(fidelity_model.state_dict())
+    net.perceptual_end.load_state_dict(other.state_dict())
+    return net.eval(), {"arch": "interpolated", "base": config}
 
 
 def init_generator_from(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, list[str]]:

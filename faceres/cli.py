@@ -58,7 +58,8 @@ def add_restore_parser(sub):
         "--fidelity",
         type=float,
         default=1.0,
-        help="0..1: how much of the input's features reach the face prior (1 = most faithful, default)",
+        help="0..1, 1 = most faithful (default). Lower: a model with an adversarial stage blends it in (sharper); "
+        "the StyleGAN2-prior models let less of the input's features reach the prior",
     )
     add_network_arguments(p)
     p.add_argument("--aligned", action="store_true", help="inputs are already aligned face crops")
@@ -334,16 +335,25 @@ def add_export_parser(sub):
     p.add_argument("source", type=Path, help="net_g_ema_*.safetensors from a training run")
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument("--fp32", action="store_true", help="keep float32")
+    p.add_argument(
+        "--perceptual",
+        type=Path,
+        help="the adversarial stage's export of the same architecture: write both as one network whose "
+        "fidelity dial blends their weights (1 = SOURCE, 0 = this)",
+    )
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
-    from .checkpoints import is_safetensors, load_model, read_metadata, save_model
+    from .checkpoints import interpolated_release, is_safetensors, load_model, read_metadata, save_model
     from .weights import WeightsError
 
     try:
         model, config = load_model(args.source)
         extra = {k: v for k, v in read_metadata(args.source).items() if k != "arch"} if is_safetensors(args.source) else {}
+        if args.perceptual:
+            model, config = interpolated_release(model, config, args.perceptual)
+            extra["perceptual_iter"] = read_metadata(args.perceptual).get("iter") if is_safetensors(args.perceptual) else None
         save_model(model, args.output, config, half=not args.fp32, extra=extra)
     except WeightsError as err:
         return fail(str(err))

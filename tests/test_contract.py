@@ -16,6 +16,7 @@ SMALL = {
     "restoreformer": dict(n_embed=32, embed_dim=16, ch=32, ch_mult=(1, 2), num_res_blocks=1, resolution=32, z_channels=32, heads=2),
     "codeformer": dict(dim_embd=64, codebook_size=64, n_layers=1, nf=32, emb_dim=32),  # 512² is fixed: the slowest here
 }
+SMALL["interpolated"] = dict(base={"arch": "codec_prior", **SMALL["codec_prior"]})
 FAMILIES = sorted(name for name, cls in ARCHS.items() if issubclass(cls, RestorationNet))
 
 
@@ -66,3 +67,38 @@ def test_stylegan2_prior_interface_reproduces_restore(name):
         expected = net.restore(x, fidelity=1.0)
     assert code.shape == (1, net.generator.style_dim) and len(noise) == net.generator.num_noise_layers
     torch.testing.assert_close(image.clamp(-1, 1), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_interpolated_release_blends_weights(tiny_model, tmp_path, capsys):
+    """`faceres export A --perceptual B`: fidelity 1 is A, 0 is B, 0.5 the network with averaged weights."""
+    from faceres.archs import CodecPriorNet, InterpolatedNet
+    from faceres.checkpoints import load_model, save_model
+    from faceres.cli import main
+    from faceres.devices import prepare_for_inference
+
+    a, config = load_model(tiny_model)
+    b, _ = load_model(tiny_model)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    perceptual = tmp_path / "gan.safetensors"
+    save_model(b, perceptual, config, extra={"iter": 7})
+    out = tmp_path / "release.safetensors"
+    assert main(["export", str(tiny_model), "--perceptual", str(perceptual), "-o", str(out), "--fp32"]) == 0
+    net, release_config = load_model(out)
+    assert isinstance(net, InterpolatedNet) and release_config == {"arch": "interpolated", "base": config}
+    mid, _ = load_model(tiny_model)
+    mid.load_state_dict({k: (v + b.state_dict()[k]) / 2 for k, v in a.state_dict().items()})
+    x = torch.rand(2, 3, net.size, net.size, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(net.restore(x, 1.0), a.restore(x))
+        assert torch.equal(net.restore(x, 0.0), b.restore(x))
+        torch.testing.assert_close(net.restore(x, 0.5), mid.restore(x), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(net.restore(x, 0.5), a.restore(x), atol=1e-3)
+        fp32 = net.restore(x, 0.3)
+        bf16 = prepare_for_inference(net, "bf16").restore(x, 0.3)
+    assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().mean() < 0.02
+    other, wider = tmp_path / "other.safetensors", {**config, "narrow": 0.25}
+    save_model(CodecPriorNet(**{k: v for k, v in wider.items() if k != "arch"}), other, wider)
+    assert main(["export", str(tiny_model), "--perceptual", str(other), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "is not the pixel-loss network's" in capsys.readouterr().err

@@ -456,7 +456,7 @@ def test_export_writes_half_precision_release(tiny_model, tmp_path):
 def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_landmarks, loss_backbones):
     """Cumulative CPU training: a fresh run with path.init_state starts G and EMA from the fp16 release
     at its iteration (the data order and LR schedule continue from there)."""
-    from faceres.checkpoints import load_state_dict_file
+    from faceres.checkpoints import load_model, load_state_dict_file, save_model
     from faceres.cli import main
 
     extra = [
@@ -476,6 +476,15 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     saved = load_state_dict_file(release)
     for k, v in trainer.net_g.state_dict().items():
         assert torch.equal(v, saved[k].float()), k
+    # an interpolated release (pixel-loss + adversarial networks) continues from its pixel-loss network
+    gan, config = load_model(release)
+    for p in gan.parameters():
+        p.data.add_(0.1)
+    save_model(gan, tmp_path / "gan.safetensors", config)
+    both = tmp_path / "interpolated.safetensors"
+    assert main(["export", str(release), "--perceptual", str(tmp_path / "gan.safetensors"), "-o", str(both)]) == 0
+    trainer.init_from_release(str(both))
+    assert trainer.iter == 2 and all(torch.equal(v, saved[k].float()) for k, v in trainer.net_g_ema.state_dict().items())
     with pytest.raises(OptionsError, match="architecture"):  # another architecture is refused, not half-loaded
         other = build_model(tiny_opts(tmp_path / "c", tiny_landmarks, loss_backbones, *extra[:-1]), torch.device("cpu"))
         other.init_from_release(str(release))

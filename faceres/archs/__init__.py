@@ -7,6 +7,7 @@ from .codeformer import CodeFormer
 from .discriminators import ComponentDiscriminator, StyleGAN2Discriminator, freeze_d
 from .gfpgan import GFPGANv1Clean
 from .gpen import GPENGenerator
+from .interpolated import InterpolatedNet
 from .mmrb import MMRB
 from .restoreformer import RestoreFormer
 from .sfmnet import SFMNet
@@ -22,6 +23,7 @@ ARCHS: dict[str, type[nn.Module]] = {
     "sfmnet": SFMNet,
     "restoreformer": RestoreFormer,
     "codeformer": CodeFormer,
+    "interpolated": InterpolatedNet,
 }
 
 
@@ -39,6 +41,7 @@ __all__ = [
     "ComponentDiscriminator",
     "GFPGANv1Clean",
     "GPENGenerator",
+    "InterpolatedNet",
     "MMRB",
     "RestoreFormer",
     "SFMNet",

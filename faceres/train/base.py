@@ -222,14 +222,17 @@ class TrainingModel:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 
     def init_from_release(self, path: str) -> None:
-        """G and EMA from a released model of this same architecture, continuing at its iteration."""
+        """G and EMA from a released model of this same architecture, continuing at its iteration.
+        Of an interpolated release (`faceres export --perceptual`), the pixel-loss network: the
+        adversarial stage is re-run from it, so the two stay close enough to blend."""
         file = resolve(path)
         meta = read_metadata(file)
-        if meta.get("arch") != self.g_arch or "iter" not in meta:
-            raise OptionsError(
-                f"path.init_state {file}: architecture {meta.get('arch')} (iter {meta.get('iter')}) is not this run's {self.g_arch}"
-            )
-        sd = {k: v.float() for k, v in load_state_dict_file(file).items()}
+        arch, prefix = meta.get("arch"), ""
+        if isinstance(arch, dict) and arch.get("arch") == "interpolated":
+            arch, prefix = arch["base"], "fidelity_end."
+        if arch != self.g_arch or "iter" not in meta:
+            raise OptionsError(f"path.init_state {file}: architecture {arch} (iter {meta.get('iter')}) is not this run's {self.g_arch}")
+        sd = {k.removeprefix(prefix): v.float() for k, v in load_state_dict_file(file).items() if k.startswith(prefix)}
         self.net_g.load_state_dict(sd)
         self.net_g_ema.load_state_dict(sd)
         self.iter = int(meta["iter"])
