@@ -353,7 +353,8 @@ def cmd_export(args) -> int:
         extra = {k: v for k, v in read_metadata(args.source).items() if k != "arch"} if is_safetensors(args.source) else {}
         if args.perceptual:
             model, config = interpolated_release(model, config, args.perceptual)
-            extra["perceptual_iter"] = read_metadata(args.perceptual).get("iter") if is_safetensors(args.perceptual) else None
+            if is_safetensors(args.perceptual):
+                extra["perceptual_iter"] = read_metadata(args.perceptual).get("iter")
         save_model(model, args.output, config, half=not args.fp32, extra=extra)
     except WeightsError as err:
         return fail(str(err))

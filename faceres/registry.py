@@ -253,7 +253,8 @@ REGISTRY: dict[str, WeightSpec] = {
             "f53216bfd612d5740286969b71d7505a6318956c1e7359d03fed39fdb68415e8",
             13_506_766,
             "CelebA terms: non-commercial research",
-            note="the default: 512², trained by faceres across sessions (weights/README.md); shipped in weights/",
+            note="the default: 512², trained by faceres across sessions; fidelity blends its pixel-loss and adversarial "
+            "stages (weights/README.md); shipped in weights/",
         ),
         WeightSpec(
             "dlib-resnet",

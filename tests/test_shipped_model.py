@@ -28,12 +28,36 @@ def test_shipped_model_file(name):
     assert path.is_file(), f"{path} is missing"
     assert path.stat().st_size <= 30e6
     assert resolve(name, allow_download=False) == path
-    meta = read_metadata(path)
-    assert meta["arch"]["arch"] == "codec_prior" and meta["arch"]["size"] == size
+    arch = read_metadata(path)["arch"]
+    prefixes = [""]
+    if arch["arch"] == "interpolated":  # faceres-v1: the pixel-loss and adversarial stages, blended by fidelity
+        arch, prefixes = arch["base"], ["fidelity_end.", "perceptual_end."]
+    assert arch["arch"] == "codec_prior" and arch["size"] == size
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        assert str(f.get_tensor("generator.input.input").dtype) == "torch.float16"
+        assert all(str(f.get_tensor(f"{p}generator.input.input").dtype) == "torch.float16" for p in prefixes)
+
+
+@pytest.mark.slow
+def test_default_model_fidelity_trades_faithfulness_for_definition(shared):
+    """faceres-v1's dial on 4 real low-quality crops: lower fidelity blends in the adversarial stage, so
+    NIQE falls (sharper, more natural statistics) while the face stays the same face."""
+    from faceres.metrics.niqe import niqe
+
+    crops = sorted((shared / "data/real-lq/cropped").iterdir())[:4]
+    restorer = FaceRestorer(DEFAULT_RESTORER, device="cpu")
+    assert restorer.net.spec.has_fidelity
+    params = shared / "weights/niqe_pris_params.npz"
+    scores, moves = {1.0: [], 0.5: [], 0.0: []}, []
+    for path in crops:
+        outs = {f: restorer.restore(path, aligned=True, upscale=1, fidelity=f).image for f in scores}
+        for f, out in outs.items():
+            scores[f].append(niqe(out, params))
+        moves.append(psnr(outs[0.0], outs[1.0]))
+    means = {f: np.mean(v) for f, v in scores.items()}
+    assert means[0.0] < means[0.5] < means[1.0], means
+    assert min(moves) > 30, moves  # a sharper version of the same restoration, not another face
 
 
 def test_default_model_is_the_512_model():
