@@ -251,6 +251,16 @@ def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, preci
     assert not list(opts_b.experiment_dir.glob("options_until_*.yml"))  # same options: nothing to keep aside
 
 
+def step_once(opts):
+    """A training model built from `opts` after one step on two faces, its D and G states before the
+    step, and the step's logs."""
+    trainer = build_model(opts, torch.device("cpu"))
+    d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
+    g_before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
+    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
+    return trainer, d_before, g_before, trainer.step(batch)
+
+
 @pytest.mark.slow
 def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(
@@ -260,10 +270,7 @@ def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landm
         "train.losses.identity.type=none",
         "train.losses.feature_matching.type=discriminator_features",
     )
-    trainer = build_model(opts, torch.device("cpu"))
-    before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
-    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
-    trainer.step(batch)
+    trainer, before, _, _ = step_once(opts)
     after = trainer.net_d.state_dict()
     frozen = [k for k in before if k.startswith(("convs.0.", "convs.1.")) and not k.endswith("kernel")]
     trained = [k for k in before if not k.startswith(("convs.0.", "convs.1.")) and not k.endswith("kernel")]
@@ -282,11 +289,7 @@ def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmark
         "train.losses.gan_local=0",
         "train.losses.feature_matching.weight=0",
     )
-    trainer = build_model(opts, torch.device("cpu"))
-    d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
-    g_before = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
-    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
-    logs = trainer.step(batch)
+    trainer, d_before, g_before, logs = step_once(opts)
     assert "l_d" not in logs and trainer.local_d is None
     assert all(torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
     assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
@@ -304,11 +307,8 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         "train.losses.gan_local=0",
         "train.losses.feature_matching.type=discriminator_features",
     )
-    trainer = build_model(opts, torch.device("cpu"))
+    trainer, d_before, _, logs = step_once(opts)
     assert trainer.net_d.convs[0][0].weight.shape[1] == 1
-    d_before = {k: v.clone() for k, v in trainer.net_d.state_dict().items()}
-    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
-    logs = trainer.step(batch)
     assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_gan", "l_dfeat", "l_d"))
     assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
     assert "chroma_l1 2.0" in " ".join(trainer.describe_losses())
