@@ -250,8 +250,8 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "f53216bfd612d5740286969b71d7505a6318956c1e7359d03fed39fdb68415e8",
-            13_506_766,
+            "b5a5fa7f33782ce76d46aca7e36808a7a463073214be16ee3fa211f02bd26dc0",
+            27_021_748,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions; fidelity blends its pixel-loss and adversarial "
             "stages (weights/README.md); shipped in weights/",
