@@ -130,16 +130,15 @@ class RestorationModel(TrainingModel):
 
     def pixel_terms(self, out: torch.Tensor, aux: dict, gt: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.opts.train.losses
-        terms = {"l_l1": w.l1 * F.l1_loss(out, gt), "l_ms": w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)}
-        if w.chroma_l1 > 0:
-            terms["l_chroma"] = w.chroma_l1 * chroma_l1(out, gt)
-        return terms
+        return {"l_l1": w.l1 * F.l1_loss(out, gt), "l_ms": w.multiscale_l1 * multiscale_l1(aux["rgbs"], gt)}
 
     def generator_losses(self, lq, gt, boxes) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         w = self.opts.train.losses
         out, aux = self.net_g(lq, return_aux=True)
         out = out.float()  # losses in fp32 whatever the network ran in
         terms = self.pixel_terms(out, aux, gt)
+        if w.chroma_l1 > 0:  # here, not in pixel_terms: every family's output gets it (SFMNet overrides those)
+            terms["l_chroma"] = w.chroma_l1 * chroma_l1(out, gt)
         if w.gan_global > 0:
             terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(out))
         if self.local_d is not None:
