@@ -13,6 +13,8 @@ from faceres.archs import StyleGAN2Discriminator, freeze_d
 from faceres.data import DEGRADATION_PRESETS, DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
 from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
 from faceres.data.dataset import ArrayCache, list_faces, load_face
+from faceres.losses import ssim_loss
+from faceres.metrics import ssim
 from faceres.train.loop import latest_checkpoint, train
 from faceres.train.models import build_model
 from faceres.train.options import OptionsError, load_options
@@ -96,6 +98,19 @@ def test_mild_share_draws_near_clean_pairs_and_keeps_old_draws():
     assert np.allclose(degrade(gt, clean), gt, atol=1e-6)
     with pytest.raises(ValueError, match="mild_prob"):
         DegradationOpts(mild_prob=1.5).validate()
+
+
+def test_clean_share_leaves_pairs_untouched_and_keeps_old_draws():
+    gt = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    opts = DegradationOpts(clean_prob=0.2, mild_prob=0.35)
+    untouched = [np.array_equal(degrade(gt, sample_params(np.random.default_rng(s), opts)), gt) for s in range(200)]
+    assert 0.1 < np.mean(untouched) < 0.3
+    old = DegradationOpts(mild_prob=0.35)
+    assert [sample_params(np.random.default_rng(s), old) for s in range(5)] == [
+        sample_params(np.random.default_rng(s), DegradationOpts(mild_prob=0.35, clean_prob=0.0)) for s in range(5)
+    ]
+    with pytest.raises(ValueError, match="clean_prob"):
+        DegradationOpts(clean_prob=-0.1).validate()
 
 
 def test_pair_colour_jitter_shifts_gt_and_lq_alike(shared):
@@ -295,6 +310,15 @@ def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmark
     assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
 
 
+def test_ssim_loss_is_one_minus_the_reported_ssim():
+    rng = np.random.default_rng(0)
+    gt = rng.random((48, 40, 3)).astype(np.float32)
+    out = np.clip(gt + rng.normal(0, 0.1, gt.shape), 0, 1).astype(np.float32)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]
+    assert abs(1 - float(ssim_loss(to_t(out), to_t(gt))) - ssim(out, gt)) < 1e-5
+    assert float(ssim_loss(to_t(gt), to_t(gt))) < 1e-6
+
+
 def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(
         tmp_path,
@@ -303,15 +327,16 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         "network_d.luma=true",
         "network_d.freeze_layers=0",
         "train.losses.chroma_l1=2",
+        "train.losses.ssim=0.5",
         "train.losses.identity.type=none",
         "train.losses.gan_local=0",
         "train.losses.feature_matching.type=discriminator_features",
     )
     trainer, d_before, _, logs = step_once(opts)
     assert trainer.net_d.convs[0][0].weight.shape[1] == 1
-    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_gan", "l_dfeat", "l_d"))
+    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_gan", "l_dfeat", "l_d"))
     assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
-    assert "chroma_l1 2.0" in " ".join(trainer.describe_losses())
+    assert {"chroma_l1 2.0", "ssim 0.5"} <= set(trainer.describe_losses())
 
 
 def test_freeze_d_helper_counts_layers():

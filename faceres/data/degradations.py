@@ -39,6 +39,9 @@ class DegradationOpts:
     # share of pairs drawn from the "mild" ranges instead (near-clean inputs, so the model learns to keep
     # what is already sharp); 0 draws nothing extra from the RNG, so existing test sets stay identical
     mild_prob: float = 0.0
+    # share of pairs left untouched (LQ = GT but for jitter and grey), so an already sharp face is not
+    # sharpened further; 0 draws nothing extra from the RNG
+    clean_prob: float = 0.0
 
     def validate(self):
         for name in ("blur_sigma", "motion_length", "scale", "noise", "jpeg"):
@@ -49,8 +52,9 @@ class DegradationOpts:
             raise ValueError(f"degradation.blur_kernel_size must be odd, got {self.blur_kernel_size}")
         if not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
             raise ValueError(f"degradation.jpeg must lie in [1, 100], got {self.jpeg}")
-        if not 0.0 <= self.mild_prob <= 1.0:
-            raise ValueError(f"degradation.mild_prob must lie in [0, 1], got {self.mild_prob}")
+        for name in ("mild_prob", "clean_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"degradation.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.color_jitter_on not in ("lq", "pair"):
             raise ValueError(f"degradation.color_jitter_on must be lq or pair, got {self.color_jitter_on!r}")
         if self.resize not in ("linear", "bicubic"):
@@ -70,7 +74,9 @@ DEGRADATION_PRESETS = {
 
 
 def sample_params(rng: np.random.Generator, opts: DegradationOpts) -> dict:
-    if opts.mild_prob > 0 and rng.random() < opts.mild_prob:
+    if opts.clean_prob > 0 and rng.random() < opts.clean_prob:
+        opts = replace(opts, blur_prob=0.0, scale=(1.0, 1.0), noise=(0.0, 0.0), jpeg_prob=0.0, mild_prob=0.0)
+    elif opts.mild_prob > 0 and rng.random() < opts.mild_prob:
         mild = DEGRADATION_PRESETS["mild"]
         keep = ("gray_prob", "color_jitter_prob", "color_jitter_shift", "color_jitter_on", "resize")
         opts = replace(mild, **{k: getattr(opts, k) for k in keep})

@@ -3,7 +3,7 @@
 from .gan import d_logistic, g_nonsaturating, r1_penalty
 from .identity import DlibIdentityLoss, IdentityLoss, build_arcface
 from .perceptual import DiscriminatorFeatureLoss, VGGFeatureLoss
-from .pixel import chroma_l1, multiscale_l1
+from .pixel import chroma_l1, multiscale_l1, ssim_loss
 
 __all__ = [
     "DiscriminatorFeatureLoss",
@@ -15,5 +15,6 @@ __all__ = [
     "d_logistic",
     "g_nonsaturating",
     "multiscale_l1",
+    "ssim_loss",
     "r1_penalty",
 ]

@@ -113,6 +113,7 @@ class LossOpts:
     l1: float = 8.0
     multiscale_l1: float = 1.0  # codec_prior: decoder RGB heads
     chroma_l1: float = 0.0  # extra L1 on colour (RGB minus luma): holds colour while a luma D pushes texture
+    ssim: float = 0.0  # 1 - SSIM on luma, the metric the model card reports
     amplitude_phase: float = 1.0  # sfmnet: L1 on amplitude and phase of the frequency-branch output
     gan_global: float = 0.5
     gan_local: float = 3.0

@@ -21,6 +21,7 @@ from ..losses import (
     chroma_l1,
     g_nonsaturating,
     multiscale_l1,
+    ssim_loss,
 )
 from ..losses.frequency import FocalFrequencyLoss, GuidedFrequencyLoss
 from ..weights import WeightsError, resolve
@@ -114,8 +115,7 @@ class RestorationModel(TrainingModel):
     def describe_losses(self) -> list[str]:
         w = self.opts.train.losses
         names = [f"l1 {w.l1}", self.pixel_loss_name(), f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
-        if w.chroma_l1 > 0:
-            names.append(f"chroma_l1 {w.chroma_l1}")
+        names += [f"{name} {getattr(w, name)}" for name in ("chroma_l1", "ssim") if getattr(w, name) > 0]
         if self.feature_loss is not None:
             vgg = isinstance(self.feature_loss, VGGFeatureLoss)
             kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
@@ -137,8 +137,11 @@ class RestorationModel(TrainingModel):
         out, aux = self.net_g(lq, return_aux=True)
         out = out.float()  # losses in fp32 whatever the network ran in
         terms = self.pixel_terms(out, aux, gt)
-        if w.chroma_l1 > 0:  # here, not in pixel_terms: every family's output gets it (SFMNet overrides those)
+        # here, not in pixel_terms: every family's output gets them (SFMNet overrides those)
+        if w.chroma_l1 > 0:
             terms["l_chroma"] = w.chroma_l1 * chroma_l1(out, gt)
+        if w.ssim > 0:
+            terms["l_ssim"] = w.ssim * ssim_loss(out, gt)
         if w.gan_global > 0:
             terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(out))
         if self.local_d is not None:
