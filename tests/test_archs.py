@@ -207,6 +207,21 @@ def test_codec_prior_rejects_bad_size():
         CodecPriorNet(100)
 
 
+def test_deeper_codec_grows_from_shallower_weights():
+    torch.manual_seed(0)
+    shallow = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=1, input_skip=True)
+    for p in shallow.parameters():
+        torch.nn.init.normal_(p, 0, 0.1)
+    deep = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=2, input_skip=True)
+    added = deep.load_shallower(shallow.state_dict())
+    assert "codec.enc_blocks.0.1" in added and "codec.dec_blocks.0.0" in added
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(deep(x), shallow(x))
+    with pytest.raises(ValueError, match="fewer MMRBs"):
+        CodecPriorNet(64, 64, 2, 1, 0.5, enc_blocks=2).load_shallower(shallow.state_dict())
+
+
 def test_init_from_gpen_prior():
     kw = dict(size=64, style_dim=64, n_mlp=2, channel_multiplier=1, narrow=0.25)
     gpen = GPENGenerator(**kw)

@@ -513,6 +513,13 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     with pytest.raises(OptionsError, match="architecture"):  # another architecture is refused, not half-loaded
         other = build_model(tiny_opts(tmp_path / "c", tiny_landmarks, loss_backbones, *extra[:-1]), torch.device("cpu"))
         other.init_from_release(str(release))
+    # the same network with more MMRBs per scale grows from it: same function at the start
+    deeper = build_model(tiny_opts(tmp_path / "d", tiny_landmarks, loss_backbones, *extra, "network_g.enc_blocks=2"), torch.device("cpu"))
+    deeper.init_from_release(str(release))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(deeper.net_g_ema(x), trainer.net_g_ema(x), rtol=1e-5, atol=1e-6)
+    assert deeper.iter == 2 and len(deeper.net_g.state_dict()) > len(saved)
 
 
 # ------------------------------------------------------------------ models, stages, run folder, cache

@@ -107,6 +107,23 @@ class CodecPriorNet(StyleGAN2PriorNet):
         image = super().synthesize(w_plus, noise, x)
         return image + x if self.input_skip else image
 
+    def load_shallower(self, state_dict: dict) -> list[str]:
+        """Load the weights of this network built with fewer `enc_blocks`. The MMRBs it lacks start as
+        the identity (fusion conv zeroed: the residual adds nothing), so the deeper network computes
+        the same function and training goes on from there. Returns the names of the added blocks."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        added = sorted({k.rsplit(".", 3)[0] for k in missing})  # codec.enc_blocks.3.1.branch3.0.weight -> codec.enc_blocks.3.1
+        blocks = dict(self.named_modules())
+        mismatched = [k for k, v in state_dict.items() if k not in own or own[k].shape != v.shape]
+        if mismatched or not all(isinstance(blocks.get(name), MMRB) for name in added):
+            raise ValueError(f"not the same network with fewer MMRBs: {(mismatched or missing)[:3]} differ")
+        self.load_state_dict(state_dict, strict=False)
+        for name in added:
+            nn.init.zeros_(blocks[name].fuse[0].weight)
+            nn.init.zeros_(blocks[name].fuse[0].bias)
+        return added
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Seed 001 trains these with different learning rates: codec, StyleGAN2 prior, noise branches."""
         groups = {"codec": list(self.codec.parameters()), "generator": [], "noise": []}

@@ -230,13 +230,16 @@ class TrainingModel:
         arch, prefix = meta.get("arch"), ""
         if isinstance(arch, dict) and arch.get("arch") == "interpolated":
             arch, prefix = arch["base"], "fidelity_end."
-        if arch != self.g_arch or "iter" not in meta:
+        grow = isinstance(arch, dict) and _deeper_only(arch, self.g_arch)
+        if (arch != self.g_arch and not grow) or "iter" not in meta:
             raise OptionsError(f"path.init_state {file}: architecture {arch} (iter {meta.get('iter')}) is not this run's {self.g_arch}")
         sd = {k.removeprefix(prefix): v.float() for k, v in load_state_dict_file(file).items() if k.startswith(prefix)}
-        self.net_g.load_state_dict(sd)
-        self.net_g_ema.load_state_dict(sd)
+        for net in (self.net_g, self.net_g_ema):
+            added = net.load_shallower(sd) if grow else net.load_state_dict(sd)
         self.iter = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
+        if grow:
+            self.log(f"grown from enc_blocks {arch['enc_blocks']} to {self.g_arch['enc_blocks']}: {len(added)} MMRBs added as the identity")
 
     def save(self, root: Path) -> Path:
         """root/checkpoints/iter_N.pt (written atomically), then the family's exports in root/models."""
@@ -245,3 +248,9 @@ class TrainingModel:
             torch.save(self.state_dict(), tmp)
         self.export(root / "models")
         return ckpt
+
+
+def _deeper_only(old: dict, new: dict) -> bool:
+    """The same codec_prior network but with more MMRBs per scale: it can grow from the old weights."""
+    same = {k: v for k, v in old.items() if k != "enc_blocks"} == {k: v for k, v in new.items() if k != "enc_blocks"}
+    return same and new.get("arch") == "codec_prior" and new["enc_blocks"] > old.get("enc_blocks", 1)
