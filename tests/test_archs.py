@@ -252,6 +252,10 @@ def test_luma_discriminator_is_blind_to_colour_but_not_to_detail():
         assert not torch.allclose(d(x), d(x + detail), atol=1e-3)
         feats = discriminator_features(d, x + chroma)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(feats, discriminator_features(d, x)))
+    local = ComponentDiscriminator((8, 8, 8), luma=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(local(x), local(x + chroma), atol=1e-5)
+        assert not torch.allclose(local(x), local(x + detail), atol=1e-3)
 
 
 def test_component_discriminator_output_map():

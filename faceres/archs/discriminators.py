@@ -61,11 +61,12 @@ def freeze_d(disc: StyleGAN2Discriminator, n_layers: int = 5) -> list[str]:
 class ComponentDiscriminator(nn.Module):
     """Local D for an eye or mouth patch: two downsamplings, single-channel logit map."""
 
-    def __init__(self, channels=(64, 128, 256)):
+    def __init__(self, channels=(64, 128, 256), luma=False):
         super().__init__()
         c1, c2, c3 = channels
+        self.luma = luma
         self.body = nn.Sequential(
-            ConvLayer(3, c1, 3),
+            ConvLayer(1 if luma else 3, c1, 3),
             ConvLayer(c1, c2, 3, downsample=True),
             ConvLayer(c2, c2, 3),
             ConvLayer(c2, c3, 3, downsample=True),
@@ -74,7 +75,7 @@ class ComponentDiscriminator(nn.Module):
         self.final = EqualConv2d(c3, 1, 3, padding=1)
 
     def forward(self, x, return_feats=False):
-        feats, out = [], x
+        feats, out = [], luma(x) if self.luma else x
         for i, layer in enumerate(self.body):
             out = layer(out)
             if i in (2, 4):

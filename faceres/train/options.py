@@ -55,7 +55,7 @@ class NetworkDOpts:
     channel_multiplier: float = 2
     narrow: float = 1.0
     freeze_layers: int = 5  # FreezeD: first N trunk entries of the global D (fromRGB + ResBlocks)
-    luma: bool = False  # the global D sees luma only, so the adversarial terms cannot reward invented colour
+    luma: bool = False  # the global and local Ds see luma only, so the adversarial terms cannot reward invented colour
     component_channels: tuple[int, int, int] = (64, 128, 256)
 
 

@@ -66,7 +66,8 @@ class RestorationModel(TrainingModel):
     def build_local_d(self) -> nn.Module | None:
         if self.opts.train.losses.gan_local <= 0:
             return None
-        return nn.ModuleDict({c: ComponentDiscriminator(self.opts.network_d.component_channels) for c in COMPONENTS})
+        d = self.opts.network_d
+        return nn.ModuleDict({c: ComponentDiscriminator(d.component_channels, luma=d.luma) for c in COMPONENTS})
 
     # ---------------------------------------------------------------- losses
 
