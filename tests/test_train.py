@@ -317,6 +317,10 @@ def test_ssim_loss_is_one_minus_the_reported_ssim():
     to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]
     assert abs(1 - float(ssim_loss(to_t(out), to_t(gt))) - ssim(out, gt)) < 1e-5
     assert float(ssim_loss(to_t(gt), to_t(gt))) < 1e-6
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's autocast: bf16 variances went negative (-inf loss)
+        flat = torch.full((1, 3, 32, 32), 0.7)
+        assert float(ssim_loss(flat, flat)) == 0.0
+        assert abs(1 - float(ssim_loss(to_t(out), to_t(gt))) - ssim(out, gt)) < 1e-5
 
 
 def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, loss_backbones):

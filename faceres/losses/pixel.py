@@ -26,7 +26,13 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim_loss(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """1 - SSIM on BT.601 luma, as `metrics.fullref.ssim` scores it (11x11 Gaussian σ 1.5, valid region)."""
+    """1 - SSIM on BT.601 luma, as `metrics.fullref.ssim` scores it (11x11 Gaussian σ 1.5, valid region).
+    Always in fp32: under bf16 autocast the variances (E[x²] - E[x]²) cancel to negative values."""
+    with torch.autocast(out.device.type, enabled=False):
+        return _ssim_loss_fp32(out.float(), gt.float())
+
+
+def _ssim_loss_fp32(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     coeffs = out.new_tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255.0
     x, y = (16 / 255 + (img * coeffs).sum(1, keepdim=True) for img in (out, gt))
     win = _gaussian_window().to(out)
