@@ -52,11 +52,46 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+DELTA, DELTA_SCALE = "perceptual_delta.", "perceptual_delta_scale."
+
+
+def quantize_perceptual_end(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An interpolated release's adversarial end stored as an int8 difference from the (already
+    rounded) pixel-loss end, one fp32 scale per output channel: the two ends differ by a short
+    fine-tuning, so this keeps the file near the size of one network."""
+    out = {k: v for k, v in tensors.items() if not k.startswith("perceptual_end.")}
+    for key, value in tensors.items():
+        if not key.startswith("perceptual_end.") or not value.is_floating_point():
+            continue
+        name = key.removeprefix("perceptual_end.")
+        delta = value.float() - tensors["fidelity_end." + name].float()
+        reduce = tuple(range(1, delta.dim()))
+        scale = (delta.abs().amax(dim=reduce, keepdim=True) if reduce else delta.abs().max()).clamp_min(1e-12) / 127
+        out[DELTA + name] = torch.round(delta / scale).to(torch.int8)
+        out[DELTA_SCALE + name] = scale.float()
+    return out
+
+
+def dequantize_perceptual_end(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `quantize_perceptual_end` (files without int8 differences pass unchanged)."""
+    if not any(k.startswith(DELTA) for k in sd):
+        return sd
+    out = {k: v for k, v in sd.items() if not k.startswith((DELTA, DELTA_SCALE))}
+    for key, q in sd.items():
+        if key.startswith(DELTA):
+            name = key.removeprefix(DELTA)
+            out["perceptual_end." + name] = sd["fidelity_end." + name].float() + q.float() * sd[DELTA_SCALE + name]
+    return out
+
+
 def save_model(model: nn.Module, path: Path, arch: dict, half: bool = False, extra: dict | None = None) -> None:
-    """safetensors file with the architecture config in its metadata; written atomically."""
+    """safetensors file with the architecture config in its metadata; written atomically. In half
+    precision, an interpolated release keeps its adversarial end as an int8 difference."""
     from safetensors.torch import save_file
 
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    if half and arch.get("arch") == "interpolated":
+        tensors = quantize_perceptual_end(tensors)
     meta = {"arch": json.dumps(arch), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -233,7 +268,7 @@ def arch_config_for(path: Path, sd: dict[str, torch.Tensor]) -> dict:
 def load_model(name_or_path: str | os.PathLike, allow_download: bool = True) -> tuple[nn.Module, dict]:
     """Build the architecture recorded for a checkpoint and load it strictly. Returns (model, config)."""
     path = resolve(name_or_path, allow_download)
-    sd = load_state_dict_file(path)
+    sd = dequantize_perceptual_end(load_state_dict_file(path))
     check_finite(path, sd)
     config = dict(arch_config_for(path, sd))
     model = build_network(**config)

@@ -72,7 +72,7 @@ def test_stylegan2_prior_interface_reproduces_restore(name):
 def test_interpolated_release_blends_weights(tiny_model, tmp_path, capsys):
     """`faceres export A --perceptual B`: fidelity 1 is A, 0 is B, 0.5 the network with averaged weights."""
     from faceres.archs import CodecPriorNet, InterpolatedNet
-    from faceres.checkpoints import load_model, save_model
+    from faceres.checkpoints import load_model, load_state_dict_file, save_model
     from faceres.cli import main
     from faceres.devices import prepare_for_inference
 
@@ -98,6 +98,17 @@ def test_interpolated_release_blends_weights(tiny_model, tmp_path, capsys):
         fp32 = net.restore(x, 0.3)
         bf16 = prepare_for_inference(net, "bf16").restore(x, 0.3)
     assert bf16.dtype == torch.float32 and (bf16 - fp32).abs().mean() < 0.02
+    # the fp16 release keeps the adversarial end as an int8 difference from the pixel-loss end
+    half = tmp_path / "release_fp16.safetensors"
+    assert main(["export", str(tiny_model), "--perceptual", str(perceptual), "-o", str(half)]) == 0
+    stored = load_state_dict_file(half)
+    assert not any(k.startswith("perceptual_end.") for k in stored)
+    assert stored["perceptual_delta.codec.from_rgb.0.weight"].dtype == torch.int8
+    small, _ = load_model(half)
+    for name, p in b.named_parameters():  # within fp16 rounding plus half an int8 step of the difference
+        delta = p - a.state_dict()[name]
+        err = (small.perceptual_end.state_dict()[name] - p).abs().max()
+        assert err <= delta.abs().max() / 254 + p.abs().max() * 2**-10 + 1e-6, name
     other, wider = tmp_path / "other.safetensors", {**config, "narrow": 0.25}
     save_model(CodecPriorNet(**{k: v for k, v in wider.items() if k != "arch"}), other, wider)
     assert main(["export", str(tiny_model), "--perceptual", str(other), "-o", str(tmp_path / "x.safetensors")]) == 2
