@@ -250,8 +250,8 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "b5a5fa7f33782ce76d46aca7e36808a7a463073214be16ee3fa211f02bd26dc0",
-            27_021_748,
+            "86576d450ef0bb6791ad48b6816b444839da877302e58139b6d23ab7f4b37732",
+            29_125_505,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions; fidelity blends its pixel-loss and adversarial "
             "stages (weights/README.md); shipped in weights/",
