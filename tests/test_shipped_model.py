@@ -29,14 +29,14 @@ def test_shipped_model_file(name):
     assert path.stat().st_size <= 30e6
     assert resolve(name, allow_download=False) == path
     arch = read_metadata(path)["arch"]
-    prefixes = [""]
-    if arch["arch"] == "interpolated":  # faceres-v1: the pixel-loss and adversarial stages, blended by fidelity
-        arch, prefixes = arch["base"], ["fidelity_end.", "perceptual_end."]
+    stored = {"": "torch.float16"}
+    if arch["arch"] == "interpolated":  # faceres-v1: the pixel-loss stage, and the adversarial one as an int8 difference
+        arch, stored = arch["base"], {"fidelity_end.": "torch.float16", "perceptual_delta.": "torch.int8"}
     assert arch["arch"] == "codec_prior" and arch["size"] == size
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        assert all(str(f.get_tensor(f"{p}generator.input.input").dtype) == "torch.float16" for p in prefixes)
+        assert all(str(f.get_tensor(f"{p}generator.input.input").dtype) == dtype for p, dtype in stored.items())
 
 
 @pytest.mark.slow
