@@ -235,7 +235,10 @@ class TrainingModel:
             raise OptionsError(f"path.init_state {file}: architecture {arch} (iter {meta.get('iter')}) is not this run's {self.g_arch}")
         sd = {k.removeprefix(prefix): v.float() for k, v in load_state_dict_file(file).items() if k.startswith(prefix)}
         for net in (self.net_g, self.net_g_ema):
-            added = net.load_shallower(sd) if grow else net.load_state_dict(sd)
+            if grow:
+                added = net.load_shallower(sd)
+            else:
+                net.load_state_dict(sd)
         self.iter = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if grow:
