@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from faceres.archs import MMRB, CodecPriorNet, ComponentDiscriminator, GPENGenerator, StyleGAN2Discriminator, freeze_d
+from faceres.archs.discriminators import d_input
 from faceres.archs.stylegan2 import NoiseInjection, StyleGAN2Generator, upfirdn2d
 from faceres.checkpoints import (
     discriminator_config_from_state_dict,
@@ -256,6 +257,20 @@ def test_luma_discriminator_is_blind_to_colour_but_not_to_detail():
     with torch.no_grad():
         assert torch.allclose(local(x), local(x + chroma), atol=1e-5)
         assert not torch.allclose(local(x), local(x + detail), atol=1e-3)
+
+
+def test_detail_input_is_the_finest_luma_band():
+    flat, ramp = torch.full((1, 3, 32, 32), 0.3), torch.linspace(-1, 1, 32).expand(1, 3, 32, 32)
+    edge = torch.zeros(1, 3, 32, 32)
+    edge[..., 16:] = 1
+    for x in (flat, ramp):  # smooth content: no band (a linear ramp passes the symmetric blur unchanged)
+        assert d_input(x, True, True)[:, 1].abs()[..., 2:-2, 2:-2].max() < 1e-5
+    band = d_input(edge, True, True)[0, 1]
+    assert band[:, 14:18].abs().min() > 0.1 and band[:, :13].abs().max() < 1e-6
+    d = StyleGAN2Discriminator(32, channel_multiplier=1, narrow=0.25, luma=True, detail=True)
+    local = ComponentDiscriminator((8, 8, 8), detail=True)
+    assert d.convs[0][0].weight.shape[1] == 2 and local.body[0][0].weight.shape[1] == 4
+    assert d(edge).shape == (1, 1) and local(edge).shape == (1, 1, 8, 8)
 
 
 def test_component_discriminator_output_map():

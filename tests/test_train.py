@@ -310,6 +310,25 @@ def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmark
     assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
 
 
+def test_discriminator_warmup_leaves_g_alone_then_ends(shared, tmp_path, tiny_landmarks, loss_backbones):
+    opts = tiny_opts(
+        tmp_path,
+        tiny_landmarks,
+        loss_backbones,
+        "train.losses.identity.type=none",
+        "train.losses.gan_local=0",
+        "train.losses.feature_matching.type=discriminator_features",
+        "train.d_warmup=1",
+    )
+    trainer, d_before, g_before, logs = step_once(opts)
+    assert set(logs) <= {"l_d", "r1"} and "l_d" in logs
+    assert all(torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
+    assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
+    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
+    assert "l_gan" in trainer.step(batch)  # the warm-up counts from the stage's start, here 0
+    assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
+
+
 def test_ssim_loss_is_one_minus_the_reported_ssim():
     rng = np.random.default_rng(0)
     gt = rng.random((48, 40, 3)).astype(np.float32)
@@ -329,6 +348,7 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         tiny_landmarks,
         loss_backbones,
         "network_d.luma=true",
+        "network_d.detail=true",
         "network_d.freeze_layers=0",
         "train.losses.chroma_l1=2",
         "train.losses.ssim=0.5",
@@ -337,7 +357,7 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         "train.losses.feature_matching.type=discriminator_features",
     )
     trainer, d_before, _, logs = step_once(opts)
-    assert trainer.net_d.convs[0][0].weight.shape[1] == 1
+    assert trainer.net_d.convs[0][0].weight.shape[1] == 2  # luma and its finest band
     assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_gan", "l_dfeat", "l_d"))
     assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
     assert {"chroma_l1 2.0", "ssim 0.5"} <= set(trainer.describe_losses())

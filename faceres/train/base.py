@@ -54,7 +54,7 @@ class TrainingModel:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         g, d, tr = opts.network_g, opts.network_d, opts.train
         self.net_g = self.build_generator()
-        self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow, luma=d.luma)
+        self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow, luma=d.luma, detail=d.detail)
         if opts.path.prior_g:
             self.load_prior(opts.path.prior_g)
         if opts.path.prior_d:
@@ -81,6 +81,7 @@ class TrainingModel:
             for group in opt.param_groups:
                 group["base_lr"] = group["lr"]
         self.iter = 0
+        self.stage_start = 0  # where this run's G started: 0, or path.init_state's iteration
 
     # ---------------------------------------------------------------- what a family defines
 
@@ -196,6 +197,7 @@ class TrainingModel:
     def state_dict(self) -> dict:
         state = {
             "iter": self.iter,
+            "stage_start": self.stage_start,
             "net_g": self.net_g.state_dict(),
             "net_g_ema": self.net_g_ema.state_dict(),
             "net_d": self.net_d.state_dict(),
@@ -210,6 +212,7 @@ class TrainingModel:
 
     def load_state_dict(self, state: dict):
         self.iter = int(state["iter"])
+        self.stage_start = int(state.get("stage_start", 0))
         self.net_g.load_state_dict(state["net_g"])
         self.net_g_ema.load_state_dict(state["net_g_ema"])
         self.net_d.load_state_dict(state["net_d"])
@@ -239,7 +242,7 @@ class TrainingModel:
                 added = net.load_shallower(sd)
             else:
                 net.load_state_dict(sd)
-        self.iter = int(meta["iter"])
+        self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if grow:
             self.log(f"grown from enc_blocks {arch['enc_blocks']} to {self.g_arch['enc_blocks']}: {len(added)} MMRBs added as the identity")

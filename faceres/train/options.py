@@ -56,6 +56,7 @@ class NetworkDOpts:
     narrow: float = 1.0
     freeze_layers: int = 5  # FreezeD: first N trunk entries of the global D (fromRGB + ResBlocks)
     luma: bool = False  # the global and local Ds see luma only, so the adversarial terms cannot reward invented colour
+    detail: bool = False  # ... and also the luma's finest band: a fresh D then tells restored from real in ~100 steps
     component_channels: tuple[int, int, int] = (64, 128, 256)
 
 
@@ -144,6 +145,9 @@ class TrainOpts:
     ema_decay: float = 0.999
     r1_weight: float = 10.0
     d_reg_every: int = 16
+    # after path.init_state (a trained G meets a fresh D): the Ds learn alone for this many iterations,
+    # so that G's first adversarial gradients come from a D that can already tell restored from real
+    d_warmup: int = 0
     # auto: bf16 autocast where the CPU/GPU computes bf16 natively; weights, losses, R1, EMA and
     # optimiser state stay fp32 either way
     precision: str = "auto"
@@ -365,6 +369,8 @@ def _check_ranges(opts: Options):
     for key, value in {"train.ema_decay": tr.ema_decay, "train.betas[0]": tr.betas[0], "train.betas[1]": tr.betas[1]}.items():
         if not 0 <= value < 1:
             raise OptionsError(f"{key} must be in [0, 1), got {value}")
+    if tr.d_warmup < 0:
+        raise OptionsError(f"train.d_warmup must be >= 0, got {tr.d_warmup}")
     if not tr.gamma > 0:
         raise OptionsError(f"train.gamma must be > 0, got {tr.gamma}")
     if not (16 <= size <= 2048 and size & (size - 1) == 0):

@@ -67,7 +67,7 @@ class RestorationModel(TrainingModel):
         if self.opts.train.losses.gan_local <= 0:
             return None
         d = self.opts.network_d
-        return nn.ModuleDict({c: ComponentDiscriminator(d.component_channels, luma=d.luma) for c in COMPONENTS})
+        return nn.ModuleDict({c: ComponentDiscriminator(d.component_channels, luma=d.luma, detail=d.detail) for c in COMPONENTS})
 
     # ---------------------------------------------------------------- losses
 
@@ -164,6 +164,8 @@ class RestorationModel(TrainingModel):
 
     def train_step(self, batch: dict, gt: torch.Tensor) -> dict[str, float]:
         lq, boxes = self.to_device(batch["lq"]), batch.get("boxes")
+        if self.iter < self.stage_start + self.opts.train.d_warmup:
+            return self.discriminator_warmup_step(lq, gt, boxes)
         set_trainable(self.net_d, False)
         if self.local_d is not None:
             set_trainable(self.local_d, False)
@@ -173,13 +175,23 @@ class RestorationModel(TrainingModel):
         if self.gfl is not None:
             self.gfl.advance(self.iter, float(terms["l_gfl"].detach()) / max(self.opts.train.losses.gfl.weight, 1e-12))
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        fake = out.detach().float()
+        self.discriminator_steps(gt, out.detach().float(), boxes, logs)
+        return logs
+
+    def discriminator_warmup_step(self, lq, gt, boxes) -> dict[str, float]:
+        """G restores without learning; only the discriminators update."""
+        with torch.no_grad(), self.autocast():
+            fake = self.net_g(lq).float()
+        logs = {}
+        self.discriminator_steps(gt, fake, boxes, logs)
+        return logs
+
+    def discriminator_steps(self, gt, fake, boxes, logs: dict) -> None:
         if self.uses_global_d:
             self.discriminator_step(self.net_d, self.opt_d, gt, fake, logs, "l_d", r1=True)
         if self.local_d is not None:  # no autocast: the component Ds are small and run in fp32
             real_c, fake_c = component_crops(gt, boxes), component_crops(fake, boxes)
             self.discriminator_step(self.local_d, self.opt_local, real_c, fake_c, logs, "l_d_local", autocast=False)
-        return logs
 
     # ---------------------------------------------------------------- checkpoints
 
