@@ -90,7 +90,10 @@ def add_restore_parser(sub):
     )
     p.add_argument("--reference-steps", type=int, default=400, help="SAIR optimisation steps")
     p.add_argument(
-        "--parse", default="auto", choices=["auto", "on", "off"], help="face-parsing paste mask: auto = when ParseNet weights are on disk"
+        "--parse",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="face-parsing paste mask: auto = ParseNet if its weights are on disk, else faceres's own parser (weights/)",
     )
     p.set_defaults(func=cmd_restore)
 
@@ -176,6 +179,24 @@ def cmd_train(args) -> int:
         opts = load_options(args.options, overrides)
         train(opts, args.device, args.max_iters)
     except (OptionsError, WeightsError, FileNotFoundError) as err:
+        return fail(f"{args.options}: {err}")
+    return 0
+
+
+def add_train_parser_parser(sub):
+    p = sub.add_parser("train-parser", help="train the face parser behind --parse auto (options/train_face_parser.yml)")
+    p.add_argument("-opt", "--options", required=True, type=Path)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override an option")
+    p.set_defaults(func=cmd_train_parser)
+
+
+def cmd_train_parser(args) -> int:
+    from .train.options import OptionsError
+    from .train.parser import train_from_file
+
+    try:
+        train_from_file(args.options, args.overrides)
+    except (OptionsError, FileNotFoundError, ValueError) as err:
         return fail(f"{args.options}: {err}")
     return 0
 
@@ -375,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_restore_parser(sub)
     add_weights_parser(sub)
     add_train_parser(sub)
+    add_train_parser_parser(sub)
     add_landmarks_parser(sub)
     add_testset_parser(sub)
     add_evaluate_parser(sub)

@@ -257,6 +257,17 @@ REGISTRY: dict[str, WeightSpec] = {
             "stages (weights/README.md); shipped in weights/",
         ),
         WeightSpec(
+            "faceres-parser-v1",
+            "face_parser_v1.safetensors",
+            "parser",
+            None,
+            "dccb19bf84ffe302884bf96cceb0950c0cededf0a5bba324d9685d3accd953af",
+            1_197_822,
+            "trained by faceres on CelebAMask-HQ labels of CelebA-HQ faces: non-commercial research only",
+            note="the `parse: auto` mask when ParseNet is absent: 0.59 M-parameter U-Net at 256², labels in ParseNet's "
+            "order (options/train_face_parser.yml); shipped in weights/",
+        ),
+        WeightSpec(
             "dlib-resnet",
             "dlib_face_recognition_resnet_model_v1.dat",
             "recognizer",

@@ -5,6 +5,7 @@ from torch import nn
 from .codec_prior import AsymmetricCodec, CodecPriorNet
 from .codeformer import CodeFormer
 from .discriminators import ComponentDiscriminator, StyleGAN2Discriminator, freeze_d
+from .face_parser import FaceParserNet
 from .gfpgan import GFPGANv1Clean
 from .gpen import GPENGenerator
 from .interpolated import InterpolatedNet
@@ -24,6 +25,7 @@ ARCHS: dict[str, type[nn.Module]] = {
     "restoreformer": RestoreFormer,
     "codeformer": CodeFormer,
     "interpolated": InterpolatedNet,
+    "face_parser": FaceParserNet,
 }
 
 
@@ -39,6 +41,7 @@ __all__ = [
     "CodecPriorNet",
     "CodeFormer",
     "ComponentDiscriminator",
+    "FaceParserNet",
     "GFPGANv1Clean",
     "GPENGenerator",
     "InterpolatedNet",

@@ -1,19 +1,21 @@
 """Optional helpers around the face network: a Real-ESRGAN background upsampler and a
-face-parsing mask for paste-back (both need weights files; see `faceres weights list`)."""
+face-parsing mask for paste-back (weights files; see `faceres weights list`: faceres's own parser
+ships in weights/, facexlib's ParseNet and Real-ESRGAN are downloads)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from ..archs.face_parser import PARSE_KEEP
 from ..archs.rrdbnet import RRDBNet
-from ..checkpoints import load_state_dict_file
-from ..weights import resolve
+from ..checkpoints import is_safetensors, load_model, load_state_dict_file, read_metadata
+from ..weights import REGISTRY, WeightsError, find_local, resolve
 
-# facexlib/ParseNet labels kept in the paste mask: face, brows, eyes, glasses, ears, nose, mouth,
-# lips, hair (1-13) and earrings (15); background, hat, neck and cloth are left to the photo.
-PARSE_KEEP = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15)
+KEPT_RAMP = 0.1  # probability span around 0.5 over which a pixel goes from left to kept
 
 
 class RealESRGANUpsampler:
@@ -50,24 +52,67 @@ class RealESRGANUpsampler:
         return cv2.resize(out, out_size, interpolation=cv2.INTER_LANCZOS4) if out_size != (w * 2, h * 2) else out
 
 
+# preference order of `parse: auto`: facexlib's ParseNet when its file is on disk, else faceres's own parser
+PARSER_WEIGHTS = ("parsenet", "faceres-parser-v1")
+
+
+def parser_on_disk() -> str | None:
+    """The first of PARSER_WEIGHTS found locally and intact; None when there is none."""
+    for name in PARSER_WEIGHTS:
+        try:
+            if find_local(REGISTRY[name]) is not None:
+                return name
+        except WeightsError:  # a corrupt copy: as if absent (`faceres weights verify` names it)
+            continue
+    return None
+
+
+def is_faceres_parser(path: Path) -> bool:
+    return is_safetensors(path) and read_metadata(path).get("arch", {}).get("arch") == "face_parser"
+
+
 class FaceParser:
-    """facexlib's ParseNet (512², 19 classes) -> soft mask of the face region of a restored crop."""
+    """Soft mask of the face region of a restored crop, by facexlib's ParseNet (512²) or faceres's
+    own parser (256², `faceres.archs.face_parser`), whichever the weights hold. Both predict the 19
+    CelebAMask-HQ labels in the same order, so PARSE_KEEP means the same for either."""
 
-    def __init__(self, weights: str = "parsenet", device: str | torch.device = "cpu"):
-        from facexlib.parsing.parsenet import ParseNet
+    def __init__(self, weights: str = "faceres-parser-v1", device: str | torch.device = "cpu"):
+        path = resolve(weights)
+        if is_faceres_parser(path):
+            self.net, self.in_size = load_model(path)[0], 256
+        else:
+            from facexlib.parsing.parsenet import ParseNet
 
-        self.net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
-        self.net.load_state_dict(load_state_dict_file(resolve(weights)), strict=True)
+            self.net, self.in_size = ParseNet(in_size=512, out_size=512, parsing_ch=19), 512
+            self.net.load_state_dict(load_state_dict_file(path), strict=True)
         self.net = self.net.to(device).eval()
         self.device = torch.device(device)
 
     @torch.no_grad()
+    def logits(self, face_rgb: np.ndarray) -> torch.Tensor:
+        """float RGB [0, 1] crop -> (1, 19, in_size, in_size) logits."""
+        shrink = face_rgb.shape[0] > self.in_size
+        x = cv2.resize(face_rgb, (self.in_size, self.in_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float().to(self.device) * 2 - 1
+        out = self.net(t)
+        return (out[0] if isinstance(out, (tuple, list)) else out).float()  # ParseNet returns (parsing, image)
+
+    def labels(self, face_rgb: np.ndarray) -> np.ndarray:
+        """float RGB [0, 1] crop -> (in_size, in_size) label map."""
+        return self.logits(face_rgb).argmax(1)[0].byte().cpu().numpy()
+
     def mask(self, face_rgb: np.ndarray) -> np.ndarray:
-        size = face_rgb.shape[0]
-        x = cv2.resize(face_rgb, (512, 512), interpolation=cv2.INTER_LINEAR)
-        t = torch.from_numpy(x.transpose(2, 0, 1))[None].to(self.device) * 2 - 1
-        labels = self.net(t)[0].argmax(1)[0].cpu().numpy()
-        m = np.isin(labels, PARSE_KEEP).astype(np.float32)
-        m = cv2.GaussianBlur(m, (101, 101), 11)
-        m = cv2.GaussianBlur(m, (101, 101), 11)
-        return cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
+        """float mask in [0, 1] of the kept labels, at the crop's size. Where the kept labels' probability
+        is near 0.5 the mask ramps instead of switching (as an argmax would), so a tiny change of the face
+        (another batch size, bf16) changes the mask as little."""
+        p_kept = self.logits(face_rgb).softmax(1)[0, list(PARSE_KEEP)].sum(0)
+        kept = ((p_kept - 0.5) / KEPT_RAMP + 0.5).clamp(0, 1)
+        return blurred_mask(kept.cpu().numpy(), face_rgb.shape[0])
+
+
+def blurred_mask(kept: np.ndarray, size: int) -> np.ndarray:
+    """Kept-region map (1 kept, 0 not) of any size -> size x size, blurred as at ParseNet's 512² whatever its size."""
+    m = cv2.resize(kept, (512, 512), interpolation=cv2.INTER_LINEAR) if kept.shape[0] != 512 else kept
+    m = cv2.GaussianBlur(m, (101, 101), 11)
+    m = cv2.GaussianBlur(m, (101, 101), 11)
+    return np.clip(cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR), 0, 1)

@@ -20,9 +20,9 @@ from torch import nn
 
 from ..checkpoints import load_model
 from ..devices import pick_device, prepare_for_inference
-from ..weights import DEFAULT_RESTORER, WeightsError, inference_defaults, resolve
+from ..weights import DEFAULT_RESTORER, inference_defaults
 from .align import estimate_affine, warp_face
-from .background import FaceParser, RealESRGANUpsampler
+from .background import FaceParser, RealESRGANUpsampler, parser_on_disk
 from .detect import DETECTORS, Face, build_detector
 from .images import Photo, load_photo, looks_gray
 from .options import DEFAULT_OPTIONS, RestoreOptions, require
@@ -75,8 +75,8 @@ class FaceRestorer:
         photo that needs one). precision: auto | fp32 | bf16 (see `faceres.devices`).
     batch_size: faces per network call. det_max_side: detection runs on a copy no larger than this.
     bg_upsampler: None | "realesrgan" (Real-ESRGAN x2 over tiles) for the rest of the photo.
-    parse: auto | on | off: multiply the paste mask by a face-parsing mask (ParseNet; auto: when its
-        weights are on disk).
+    parse: auto | on | off: multiply the paste mask by a face-parsing mask (facexlib's ParseNet when its
+        weights are on disk, else faceres's own parser, which ships in weights/; auto: none if neither is).
     recognizer: identity network for the drift guard (default: dlib) and for SAIR (default: dlib's face ResNet).
     reference: a photo of the same person: faces are restored by SAIR (latent optimisation of the
         prior toward the reference's identity), configured by `sair`.
@@ -148,15 +148,14 @@ class FaceRestorer:
         return self._once("guard", lambda: IdentityGuard(DEFAULT_DRIFT_THRESHOLD, self.recognizer))
 
     def _build_parser(self) -> FaceParser | None:
-        """on: required; auto: used when its weights are already on disk; off: square feather only."""
+        """auto: the best parser on disk (ParseNet, else faceres's own), none if neither is; on: the same,
+        but one is required (ParseNet is then downloaded); off: square feather only."""
         if self.parse == "off":
             return None
-        if self.parse == "auto":
-            try:
-                resolve("parsenet", allow_download=False)
-            except WeightsError:
-                return None
-        return FaceParser(device=self.device)
+        weights = parser_on_disk()
+        if weights is None and self.parse == "auto":
+            return None
+        return FaceParser(weights or "parsenet", device=self.device)
 
     def _reference(self, aligned: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The reference photo's faces (aligned like the inputs) and their identity embeddings."""
