@@ -250,7 +250,7 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "86576d450ef0bb6791ad48b6816b444839da877302e58139b6d23ab7f4b37732",
+            "625dd2c331275976ba2736fbf08f4d83cc256324a9298db5f707fa62635aecaa",
             29_125_505,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions; fidelity blends its pixel-loss and adversarial "

@@ -46,12 +46,11 @@ def test_a_large_sharp_face_is_not_softened(shared, weights_env, model):
     result = FaceRestorer(net, detector="yunet", device="cpu").restore(photo, upscale=2)
     assert len(result.faces) == 1
     restored, bicubic = result.image[FACE], cv2.resize(photo, (1400, 1300), interpolation=cv2.INTER_CUBIC)[FACE]
-    assert laplacian_variance(restored) >= 0.9 * laplacian_variance(bicubic)  # measured 1.19x (v1), 1.18x (unchanged)
-    # what the model changes in a clean face is the model's, not the paste's: the paste alone must not cost
-    # more than 0.1 dB (39.42 vs 39.37 measured); faceres-v1 at 31,000 is 0.22 dB behind bicubic (39.15), and
-    # was 7 dB behind while it learnt to undo LQ-only colour jitter: this guards the photo's own colour cast
-    allowed = 0.1 if model == "unchanged" else 0.5
-    assert psnr(restored, original[FACE]) >= psnr(bicubic, original[FACE]) - allowed
+    assert laplacian_variance(restored) >= 0.9 * laplacian_variance(bicubic)  # measured 1.13x (v1), 1.18x (unchanged)
+    # issue 14's bound. Measured (bicubic 39.375 dB): the paste alone 39.42; faceres-v1 at 31,000 39.29 with the
+    # shipped face parser's mask (39.15 with the square feather only: the background and clothes the network
+    # alters a little then come back too); 7 dB behind while the model learnt to undo LQ-only colour jitter
+    assert psnr(restored, original[FACE]) >= psnr(bicubic, original[FACE]) - 0.1
 
 
 def test_detail_band_keeps_edges_and_drops_noise():
