@@ -276,6 +276,14 @@ def step_once(opts):
     return trainer, d_before, g_before, trainer.step(batch)
 
 
+def unchanged(before: dict, net) -> bool:
+    return all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
+def changed(before: dict, net) -> bool:
+    return any(not torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
 @pytest.mark.slow
 def test_freeze_d_keeps_frozen_layers_bit_identical(shared, tmp_path, tiny_landmarks, loss_backbones):
     opts = tiny_opts(
@@ -306,8 +314,7 @@ def test_l1_only_stage_leaves_the_global_d_alone(shared, tmp_path, tiny_landmark
     )
     trainer, d_before, g_before, logs = step_once(opts)
     assert "l_d" not in logs and trainer.local_d is None
-    assert all(torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
-    assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
+    assert unchanged(d_before, trainer.net_d) and changed(g_before, trainer.net_g)
 
 
 def test_discriminator_warmup_leaves_g_alone_then_ends(shared, tmp_path, tiny_landmarks, loss_backbones):
@@ -322,11 +329,10 @@ def test_discriminator_warmup_leaves_g_alone_then_ends(shared, tmp_path, tiny_la
     )
     trainer, d_before, g_before, logs = step_once(opts)
     assert set(logs) <= {"l_d", "r1"} and "l_d" in logs
-    assert all(torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
-    assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
+    assert unchanged(g_before, trainer.net_g) and changed(d_before, trainer.net_d)
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
     assert "l_gan" in trainer.step(batch)  # the warm-up counts from the stage's start, here 0
-    assert any(not torch.equal(v, trainer.net_g.state_dict()[k]) for k, v in g_before.items())
+    assert changed(g_before, trainer.net_g)
 
 
 def test_ssim_loss_is_one_minus_the_reported_ssim():
@@ -359,7 +365,7 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
     trainer, d_before, _, logs = step_once(opts)
     assert trainer.net_d.convs[0][0].weight.shape[1] == 2  # luma and its finest band
     assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_gan", "l_dfeat", "l_d"))
-    assert any(not torch.equal(v, trainer.net_d.state_dict()[k]) for k, v in d_before.items())
+    assert changed(d_before, trainer.net_d)
     assert {"chroma_l1 2.0", "ssim 0.5"} <= set(trainer.describe_losses())
 
 
