@@ -315,9 +315,9 @@ def _read_options_file(path: Path, depth: int = 0):
     return _merge(base, data)
 
 
-def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
-    """YAML -> Options. `${VAR}` expands from the environment (FACERES_SHARED defaults to ../shared);
-    overrides are `dotted.key=yaml_value` strings. Every problem is an OptionsError of one line."""
+def read_options(path: str | Path, overrides: list[str] = ()) -> dict:
+    """An options file (with its `base:` files) and `dotted.key=yaml_value` overrides -> one dict with
+    `${VAR}` expanded from the environment (FACERES_SHARED defaults to ../shared)."""
     os.environ.setdefault("FACERES_SHARED", str(Path.cwd().parent / "shared"))
     data = _read_options_file(Path(path))
     data = {} if data is None else data
@@ -328,7 +328,12 @@ def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
         if not eq or not key.strip():
             raise OptionsError(f"--set {item!r}: expected KEY=VALUE")
         _set_dotted(data, key.strip(), _yaml(raw, f"--set {item!r}"))
-    opts = from_dict(Options, _expand(data))
+    return _expand(data)
+
+
+def load_options(path: str | Path, overrides: list[str] = ()) -> Options:
+    """YAML -> Options (`read_options`). Every problem is an OptionsError of one line."""
+    opts = from_dict(Options, read_options(path, overrides))
     validate(opts)
     return opts
 

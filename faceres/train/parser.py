@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from ..archs.face_parser import MIRRORED_LABELS, PARSE_KEEP, PARSE_LABELS, FaceParserNet
 from ..checkpoints import save_model
 from ..data.degradations import DegradationOpts, degrade, sample_params, to_gray3
-from .options import OptionsError, _expand, _read_options_file, _set_dotted, _yaml, from_dict
+from .options import OptionsError, from_dict, read_options
 
 
 @dataclass
@@ -83,16 +82,7 @@ class ParserOptions:
 
 def load_parser_options(path: str | Path, overrides: list[str] = ()) -> ParserOptions:
     """YAML (the training options' conventions: `base:`, `${VAR}`, --set overrides) -> ParserOptions."""
-    os.environ.setdefault("FACERES_SHARED", str(Path.cwd().parent / "shared"))
-    data = _read_options_file(Path(path)) or {}
-    if not isinstance(data, dict):
-        raise OptionsError("the options file must be a mapping of sections")
-    for item in overrides:
-        key, eq, raw = item.partition("=")
-        if not eq:
-            raise OptionsError(f"--set {item!r}: expected KEY=VALUE")
-        _set_dotted(data, key.strip(), _yaml(raw, f"--set {item!r}"))
-    opts = from_dict(ParserOptions, _expand(data))
+    opts = from_dict(ParserOptions, read_options(path, overrides))
     opts.augment.degradation.validate()
     if opts.data.size % 32:
         raise OptionsError(f"data.size must be a multiple of 32, got {opts.data.size}")
@@ -296,19 +286,3 @@ def train_from_file(path: str | Path, overrides: list[str] = ()) -> dict:
     if opts.train.threads:
         torch.set_num_threads(opts.train.threads)
     return train_parser(opts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m faceres.train.parser -opt ...`, the same as `faceres train-parser -opt ...`."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="faceres train-parser", description="train the face parser used by parse=auto")
-    p.add_argument("-opt", "--options", required=True, type=Path)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    train_from_file(args.options, args.overrides)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
