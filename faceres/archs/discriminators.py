@@ -26,8 +26,11 @@ def d_input(x: torch.Tensor, luma_only: bool, detail: bool) -> torch.Tensor:
     Through the deep trunk alone, a D fresh from initialisation scores a restored face and its sharp
     original alike (logits equal to 1e-3) and needs thousands of steps to learn the difference; with the
     band as an input it separates them within 100 (measured at 256², weights/README.md)."""
-    base = luma(x) if luma_only else x
-    return torch.cat([base, finest_band(luma(x))], 1) if detail else base
+    if not (luma_only or detail):
+        return x
+    y = luma(x)
+    base = y if luma_only else x
+    return torch.cat([base, finest_band(y)], 1) if detail else base
 
 
 def d_channels(luma_only: bool, detail: bool) -> int:
