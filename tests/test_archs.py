@@ -208,19 +208,25 @@ def test_codec_prior_rejects_bad_size():
         CodecPriorNet(100)
 
 
-def test_deeper_codec_grows_from_shallower_weights():
+@pytest.mark.parametrize("grown", [dict(enc_blocks=2), dict(enc_blocks=1, min_channels=128), dict(enc_blocks=2, min_channels=256)])
+def test_codec_grows_from_smaller_weights(grown):
+    """More MMRBs per scale and/or more channels at the finest scales: the same function at the start,
+    and the added channels learn (their outgoing weights get gradients)."""
     torch.manual_seed(0)
-    shallow = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=1, input_skip=True)
-    for p in shallow.parameters():
+    small = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=1, input_skip=True)  # 64 channels at 64², 128 below
+    for p in small.parameters():
         torch.nn.init.normal_(p, 0, 0.1)
-    deep = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=2, input_skip=True)
-    added = deep.load_shallower(shallow.state_dict())
-    assert "codec.enc_blocks.0.1" in added and "codec.dec_blocks.0.0" in added
-    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    big = CodecPriorNet(64, 64, 2, 1, 0.25, input_skip=True, **grown)
+    added = big.load_smaller(small)
+    assert ("codec.enc_blocks.0.1" in added) == (grown["enc_blocks"] == 2)
+    assert big.codec.from_rgb[0].weight.shape[0] == max(64, grown.get("min_channels", 0))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(deep(x), shallow(x))
-    with pytest.raises(ValueError, match="fewer MMRBs"):
-        CodecPriorNet(64, 64, 2, 1, 0.5, enc_blocks=2).load_shallower(shallow.state_dict())
+        torch.testing.assert_close(big(x), small(x), rtol=0, atol=1e-5)
+    big(x).square().mean().backward()
+    assert big.generator.to_rgbs[-1].conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="smaller version"):
+        CodecPriorNet(64, 128, 2, 1, 0.25, input_skip=True, **grown).load_smaller(small)
 
 
 def test_init_from_gpen_prior():

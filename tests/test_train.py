@@ -266,6 +266,40 @@ def test_resume_is_exact(shared, tmp_path, tiny_landmarks, loss_backbones, preci
     assert not list(opts_b.experiment_dir.glob("options_until_*.yml"))  # same options: nothing to keep aside
 
 
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(shared, tmp_path, tiny_landmarks, loss_backbones):
+    """`kill` (SIGTERM) on a training run: it finishes the iteration, saves a checkpoint there and exits
+    cleanly, so nothing is lost; the run's saved options continue from it."""
+    import signal
+    import time
+
+    sets = [
+        f"path.experiments_root={tmp_path}",
+        f"datasets.train.landmarks={tiny_landmarks}",
+        "train.losses.identity.type=none",
+        "train.losses.feature_matching.type=discriminator_features",
+        "logger.print_every=1",
+        "logger.save_every=1000",
+        "val.every=1000",
+    ]
+    command = lambda iters: [sys.executable, "-m", "faceres.cli", "train", "-opt", str(TINY), "--device", "cpu", "--max-iters", str(iters)] + [
+        a for s in sets for a in ("--set", s)
+    ]
+    scalars = tmp_path / "faceres_tiny/train_log.jsonl"  # written from the first logged iteration on
+    proc = subprocess.Popen(command(1000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not scalars.exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    stopped = int(out.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
+    assert 1 <= stopped < 1000
+    assert latest_checkpoint(tmp_path / "faceres_tiny").name == f"iter_{stopped:08d}.pt"
+    saved = tmp_path / "faceres_tiny/options.yml"
+    resumed = subprocess.run([*command(1)[:5], str(saved), "--device", "cpu", "--max-iters", "1"], capture_output=True, text=True)
+    assert f"at iteration {stopped}" in resumed.stdout, resumed.stdout + resumed.stderr
+
+
 def step_once(opts):
     """A training model built from `opts` after one step on two faces, its D and G states before the
     step, and the step's logs."""
@@ -543,13 +577,15 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     with pytest.raises(OptionsError, match="architecture"):  # another architecture is refused, not half-loaded
         other = build_model(tiny_opts(tmp_path / "c", tiny_landmarks, loss_backbones, *extra[:-1]), torch.device("cpu"))
         other.init_from_release(str(release))
-    # the same network with more MMRBs per scale grows from it: same function at the start
-    deeper = build_model(tiny_opts(tmp_path / "d", tiny_landmarks, loss_backbones, *extra, "network_g.enc_blocks=2"), torch.device("cpu"))
+    # the same network with more MMRBs per scale and more channels at 64² grows from it: same function at the start
+    grown = ["network_g.enc_blocks=2", "network_g.min_channels=64"]
+    deeper = build_model(tiny_opts(tmp_path / "d", tiny_landmarks, loss_backbones, *extra, *grown), torch.device("cpu"))
     deeper.init_from_release(str(release))
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(deeper.net_g_ema(x), trainer.net_g_ema(x), rtol=1e-5, atol=1e-6)
     assert deeper.iter == 2 and len(deeper.net_g.state_dict()) > len(saved)
+    assert deeper.net_g.codec.from_rgb[0].weight.shape[0] == 2 * saved["codec.from_rgb.0.weight"].shape[0] == 64
 
 
 # ------------------------------------------------------------------ models, stages, run folder, cache

@@ -12,6 +12,7 @@ noise branches anyway.
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -74,14 +75,14 @@ class CodecPriorNet(StyleGAN2PriorNet):
     """`input_skip` (not in the paper) adds the input face to the output, so the network learns a
     correction: a mildly degraded face passes through from the first step. faceres-v1 uses it."""
 
-    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01, input_skip=False):
+    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01, input_skip=False, min_channels=0):
         super().__init__()
         self.input_skip = input_skip
         if size & (size - 1) or not 64 <= size <= 1024:
             raise ValueError(f"size must be a power of two in 64..1024, got {size}")
         self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY, stylegan2_prior=True)
-        self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow), style_dim, enc_blocks)
-        self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp)
+        self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow, min_channels), style_dim, enc_blocks)
+        self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp, min_channels=min_channels)
         if input_skip:  # start as the identity: the correction is zero until training moves the RGB layers
             for to_rgb in [self.generator.to_rgb1, *self.generator.to_rgbs]:
                 nn.init.zeros_(to_rgb.conv.weight)
@@ -107,18 +108,26 @@ class CodecPriorNet(StyleGAN2PriorNet):
         image = super().synthesize(w_plus, noise, x)
         return image + x if self.input_skip else image
 
-    def load_shallower(self, state_dict: dict) -> list[str]:
-        """Load the weights of this network built with fewer `enc_blocks`. The MMRBs it lacks start as
-        the identity (fusion conv zeroed: the residual adds nothing), so the deeper network computes
-        the same function and training goes on from there. Returns the names of the added blocks."""
-        own = self.state_dict()
-        missing = [k for k in own if k not in state_dict]
-        added = sorted({k.rsplit(".", 3)[0] for k in missing})  # codec.enc_blocks.3.1.branch3.0.weight -> codec.enc_blocks.3.1
+    def load_smaller(self, smaller: "CodecPriorNet") -> list[str]:
+        """Take the weights of `smaller`, this network built with fewer MMRBs per scale and/or a lower
+        `min_channels`, so that this one computes the same function and training goes on from there:
+        the MMRBs it lacks start as the identity (fusion conv zeroed), and each narrower channel axis
+        is spread over the wider one (old channel i -> i * ratio, which keeps every chunk and concat
+        aligned) with the added channels read by nothing yet (their outgoing weights zeroed).
+        Returns the names of the added MMRBs."""
+        own, old = self.state_dict(), smaller.state_dict()
+        mismatched = [k for k, v in old.items() if k not in own or own[k].ndim != v.ndim or any(n % o for n, o in zip(own[k].shape, v.shape))]
+        added = sorted({k.rsplit(".", 3)[0] for k in own if k not in old})  # codec.enc_blocks.3.1.branch3.0.weight -> codec.enc_blocks.3.1
         blocks = dict(self.named_modules())
-        mismatched = [k for k, v in state_dict.items() if k not in own or own[k].shape != v.shape]
-        if mismatched or not all(isinstance(blocks.get(name), MMRB) for name in added):
-            raise ValueError(f"not the same network with fewer MMRBs: {(mismatched or missing)[:3]} differ")
-        self.load_state_dict(state_dict, strict=False)
+        a, b = smaller.generator, self.generator
+        if mismatched or (a.size, a.style_dim, len(a.style)) != (b.size, b.style_dim, len(b.style)) or not all(isinstance(blocks.get(n), MMRB) for n in added):
+            raise ValueError(f"not a smaller version of this network (fewer MMRBs or channels): {(mismatched or added)[:3]} differ")
+        scales = {n: m.scale / blocks[n].scale for n, m in smaller.named_modules() if isinstance(getattr(m, "scale", None), float)}
+        with torch.no_grad():
+            for key, value in old.items():
+                module = key.rsplit(".", 1)[0]
+                factor = scales.get(module, 1.0) if key.endswith("weight") else 1.0  # equalized LR: keep weight * scale
+                _spread(own[key], value * factor)
         for name in added:
             nn.init.zeros_(blocks[name].fuse[0].weight)
             nn.init.zeros_(blocks[name].fuse[0].bias)
@@ -130,3 +139,16 @@ class CodecPriorNet(StyleGAN2PriorNet):
         for name, p in self.generator.named_parameters():
             groups["noise" if name.endswith("noise.weight") else "generator"].append(p)
         return groups
+
+
+def _spread(wide: torch.Tensor, narrow: torch.Tensor) -> None:
+    """Write `narrow` into `wide` (in place) at indices i * ratio along every axis. Along the output
+    axis (the first one longer than 1), the spread rows are cleared first, so they read nothing from
+    the added input channels."""
+    if wide.shape == narrow.shape:
+        wide.copy_(narrow)
+        return
+    index = [torch.arange(o) * (n // o) for n, o in zip(wide.shape, narrow.shape)]
+    out_axis = next((a for a, o in enumerate(narrow.shape) if o > 1), 0)
+    wide.index_fill_(out_axis, index[out_axis], 0)
+    wide[torch.meshgrid(*index, indexing="ij")] = narrow

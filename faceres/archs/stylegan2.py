@@ -14,13 +14,14 @@ from torch import nn
 SQRT2 = math.sqrt(2.0)
 
 
-def channel_table(size: int, channel_multiplier: float = 2, narrow: float = 1) -> dict[int, int]:
-    """Channels per resolution, as in StyleGAN2/GPEN (int() truncates)."""
+def channel_table(size: int, channel_multiplier: float = 2, narrow: float = 1, min_channels: int = 0) -> dict[int, int]:
+    """Channels per resolution, as in StyleGAN2/GPEN (int() truncates), raised to `min_channels` (not in
+    StyleGAN2: a narrow network otherwise has only 4-16 channels at its finest resolutions)."""
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16, 2048: 8}
     table = {}
     for res, ch in base.items():
         cm = 1 if res <= 32 else channel_multiplier
-        table[res] = int(ch * cm * narrow)
+        table[res] = max(int(ch * cm * narrow), min_channels)
     return {r: c for r, c in table.items() if r <= size}
 
 
@@ -263,12 +264,12 @@ class StyleGAN2Generator(nn.Module):
     """
 
     def __init__(
-        self, size, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01, blur_kernel=(1, 3, 3, 1)
+        self, size, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01, blur_kernel=(1, 3, 3, 1), min_channels=0
     ):
         super().__init__()
         self.size, self.style_dim = size, style_dim
         self.log_size = int(math.log2(size))
-        self.channels = channel_table(size, channel_multiplier, narrow)
+        self.channels = channel_table(size, channel_multiplier, narrow, min_channels)
         mult = 2 if isconcat else 1
         ch = self.channels
         self.style = MappingNetwork(style_dim, n_mlp, lr_mlp)

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..archs import StyleGAN2Discriminator
+from ..archs import StyleGAN2Discriminator, build_network
 from ..checkpoints import init_generator_from, load_state_dict_file, read_metadata
 from ..devices import to_channels_last, use_bf16
 from ..files import atomic_path
@@ -233,19 +233,21 @@ class TrainingModel:
         arch, prefix = meta.get("arch"), ""
         if isinstance(arch, dict) and arch.get("arch") == "interpolated":
             arch, prefix = arch["base"], "fidelity_end."
-        grow = isinstance(arch, dict) and _deeper_only(arch, self.g_arch)
+        grow = isinstance(arch, dict) and _grows_from(arch, self.g_arch)
         if (arch != self.g_arch and not grow) or "iter" not in meta:
             raise OptionsError(f"path.init_state {file}: architecture {arch} (iter {meta.get('iter')}) is not this run's {self.g_arch}")
         sd = {k.removeprefix(prefix): v.float() for k, v in load_state_dict_file(file).items() if k.startswith(prefix)}
-        for net in (self.net_g, self.net_g_ema):
-            if grow:
-                added = net.load_shallower(sd)
-            else:
+        if grow:
+            smaller = build_network(**arch)
+            smaller.load_state_dict(sd)
+            added = [net.load_smaller(smaller) for net in (self.net_g, self.net_g_ema)][0]
+        else:
+            for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if grow:
-            self.log(f"grown from enc_blocks {arch['enc_blocks']} to {self.g_arch['enc_blocks']}: {len(added)} MMRBs added as the identity")
+            self.log(f"grown from {_growth(arch)} to {_growth(self.g_arch)}: same function at the start ({len(added)} MMRBs added as the identity)")
 
     def save(self, root: Path) -> Path:
         """root/checkpoints/iter_N.pt (written atomically), then the family's exports in root/models."""
@@ -256,7 +258,13 @@ class TrainingModel:
         return ckpt
 
 
-def _deeper_only(old: dict, new: dict) -> bool:
-    """The same codec_prior network but with more MMRBs per scale: it can grow from the old weights."""
-    same = {k: v for k, v in old.items() if k != "enc_blocks"} == {k: v for k, v in new.items() if k != "enc_blocks"}
-    return same and new.get("arch") == "codec_prior" and new["enc_blocks"] > old.get("enc_blocks", 1)
+def _growth(arch: dict) -> dict:
+    return {"enc_blocks": arch.get("enc_blocks", 1), "min_channels": arch.get("min_channels", 0)}
+
+
+def _grows_from(old: dict, new: dict) -> bool:
+    """The same codec_prior network but with more MMRBs per scale and/or more channels at its finest
+    scales: it can grow from the old weights (CodecPriorNet.load_smaller)."""
+    same = {k: v for k, v in old.items() if k not in _growth(old)} == {k: v for k, v in new.items() if k not in _growth(new)}
+    a, b = _growth(old), _growth(new)
+    return same and new.get("arch") == "codec_prior" and a != b and all(b[k] >= a[k] for k in a)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +130,32 @@ def validate(model: TrainingModel, dataset: FaceDataset, max_images: int, out_di
 # -------------------------------------------------------------------- loop
 
 
+class StopRequest:
+    """SIGTERM or Ctrl-C asks the loop to stop after the current iteration and save a checkpoint there,
+    so a killed run loses nothing; a second signal stops at once. Only in the main thread (where
+    Python delivers signals)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.name: str | None = None
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.name is not None:
+            raise KeyboardInterrupt
+        self.name = signal.Signals(signum).name
+
+
 def start(model: TrainingModel, opts: Options, device: torch.device, logger: Logger) -> None:
     """Resume from path.resume (a checkpoint or auto = the latest), else path.init_state, else fresh."""
     resume, state = opts.path.resume, None
@@ -168,6 +196,15 @@ def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> 
         pin_memory=dev.type == "cuda",
         persistent_workers=opts.datasets.train.num_workers > 0,
     )
+    with StopRequest() as stop:
+        _run(model, opts, loader, val_ds, end, rank, logger, stop)
+    if world > 1:
+        dist.barrier()
+    return model
+
+
+def _run(model, opts, loader, val_ds, end, rank, logger, stop: StopRequest) -> None:
+    root = opts.experiment_dir
     t0, done = time.perf_counter(), 0
     for batch in loader:
         logs = model.step(batch)
@@ -182,8 +219,8 @@ def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> 
             scores = validate(model, val_ds, opts.val.max_images, root / "visualization")
             logger(f"val iter {model.iter}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
             logger.scalars(model.iter, scores, "val")
-        if rank == 0 and (model.iter % opts.logger.save_every == 0 or model.iter == end):
+        if rank == 0 and (model.iter % opts.logger.save_every == 0 or model.iter == end or stop.name):
             logger(f"saved {model.save(root)}")
-    if world > 1:
-        dist.barrier()
-    return model
+        if stop.name:
+            logger(f"stopped by {stop.name} at iteration {model.iter}; `faceres train -opt {root / 'options.yml'}` resumes from here")
+            return

@@ -28,6 +28,7 @@ class NetworkGOpts:
     channel_multiplier: float = 2
     narrow: float = 1.0
     enc_blocks: int = 1
+    min_channels: int = 0  # codec_prior: at least this many channels at every resolution (grows a narrow net's finest scales)
     input_skip: bool = False  # codec_prior: add the input face to the output (the net learns a correction)
     noise_init: float = 0.0  # codec_prior: initial noise-injection weights (StyleGAN2/GPEN: 0); see the CPU recipe
     channels: int = 64  # sfmnet only
@@ -47,6 +48,7 @@ class NetworkGOpts:
             "narrow": self.narrow,
             "enc_blocks": self.enc_blocks,
             **({"input_skip": True} if self.input_skip else {}),
+            **({"min_channels": self.min_channels} if self.min_channels else {}),
         }
 
 
