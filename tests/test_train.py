@@ -281,9 +281,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(shared, tmp_path, tiny_l
         "logger.save_every=1000",
         "val.every=1000",
     ]
-    command = lambda iters: [sys.executable, "-m", "faceres.cli", "train", "-opt", str(TINY), "--device", "cpu", "--max-iters", str(iters)] + [
-        a for s in sets for a in ("--set", s)
-    ]
+    command = lambda iters: (
+        [sys.executable, "-m", "faceres.cli", "train", "-opt", str(TINY), "--device", "cpu", "--max-iters", str(iters)]
+        + [a for s in sets for a in ("--set", s)]
+    )
     scalars = tmp_path / "faceres_tiny/train_log.jsonl"  # written from the first logged iteration on
     proc = subprocess.Popen(command(1000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300

@@ -75,14 +75,27 @@ class CodecPriorNet(StyleGAN2PriorNet):
     """`input_skip` (not in the paper) adds the input face to the output, so the network learns a
     correction: a mildly degraded face passes through from the first step. faceres-v1 uses it."""
 
-    def __init__(self, size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, enc_blocks=1, lr_mlp=0.01, input_skip=False, min_channels=0):
+    def __init__(
+        self,
+        size=512,
+        style_dim=512,
+        n_mlp=8,
+        channel_multiplier=2,
+        narrow=1.0,
+        enc_blocks=1,
+        lr_mlp=0.01,
+        input_skip=False,
+        min_channels=0,
+    ):
         super().__init__()
         self.input_skip = input_skip
         if size & (size - 1) or not 64 <= size <= 1024:
             raise ValueError(f"size must be a power of two in 64..1024, got {size}")
         self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY, stylegan2_prior=True)
         self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow, min_channels), style_dim, enc_blocks)
-        self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp, min_channels=min_channels)
+        self.generator = StyleGAN2Generator(
+            size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp, min_channels=min_channels
+        )
         if input_skip:  # start as the identity: the correction is zero until training moves the RGB layers
             for to_rgb in [self.generator.to_rgb1, *self.generator.to_rgbs]:
                 nn.init.zeros_(to_rgb.conv.weight)
@@ -116,11 +129,17 @@ class CodecPriorNet(StyleGAN2PriorNet):
         aligned) with the added channels read by nothing yet (their outgoing weights zeroed).
         Returns the names of the added MMRBs."""
         own, old = self.state_dict(), smaller.state_dict()
-        mismatched = [k for k, v in old.items() if k not in own or own[k].ndim != v.ndim or any(n % o for n, o in zip(own[k].shape, v.shape))]
+        mismatched = [
+            k for k, v in old.items() if k not in own or own[k].ndim != v.ndim or any(n % o for n, o in zip(own[k].shape, v.shape))
+        ]
         added = sorted({k.rsplit(".", 3)[0] for k in own if k not in old})  # codec.enc_blocks.3.1.branch3.0.weight -> codec.enc_blocks.3.1
         blocks = dict(self.named_modules())
         a, b = smaller.generator, self.generator
-        if mismatched or (a.size, a.style_dim, len(a.style)) != (b.size, b.style_dim, len(b.style)) or not all(isinstance(blocks.get(n), MMRB) for n in added):
+        if (
+            mismatched
+            or (a.size, a.style_dim, len(a.style)) != (b.size, b.style_dim, len(b.style))
+            or not all(isinstance(blocks.get(n), MMRB) for n in added)
+        ):
             raise ValueError(f"not a smaller version of this network (fewer MMRBs or channels): {(mismatched or added)[:3]} differ")
         scales = {n: m.scale / blocks[n].scale for n, m in smaller.named_modules() if isinstance(getattr(m, "scale", None), float)}
         with torch.no_grad():

@@ -264,7 +264,16 @@ class StyleGAN2Generator(nn.Module):
     """
 
     def __init__(
-        self, size, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1.0, isconcat=True, lr_mlp=0.01, blur_kernel=(1, 3, 3, 1), min_channels=0
+        self,
+        size,
+        style_dim=512,
+        n_mlp=8,
+        channel_multiplier=2,
+        narrow=1.0,
+        isconcat=True,
+        lr_mlp=0.01,
+        blur_kernel=(1, 3, 3, 1),
+        min_channels=0,
     ):
         super().__init__()
         self.size, self.style_dim = size, style_dim

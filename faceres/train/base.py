@@ -247,7 +247,7 @@ class TrainingModel:
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if grow:
-            self.log(f"grown from {_growth(arch)} to {_growth(self.g_arch)}: same function at the start ({len(added)} MMRBs added as the identity)")
+            self.log(f"grown from {_growth(arch)} to {_growth(self.g_arch)}, same function ({len(added)} MMRBs added as the identity)")
 
     def save(self, root: Path) -> Path:
         """root/checkpoints/iter_N.pt (written atomically), then the family's exports in root/models."""
