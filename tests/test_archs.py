@@ -217,9 +217,13 @@ def test_codec_grows_from_smaller_weights(grown):
     for p in small.parameters():
         torch.nn.init.normal_(p, 0, 0.1)
     big = CodecPriorNet(64, 64, 2, 1, 0.25, input_skip=True, **grown)
-    added = big.load_smaller(small)
-    assert ("codec.enc_blocks.0.1" in added) == (grown["enc_blocks"] == 2)
-    assert big.codec.from_rgb[0].weight.shape[0] == max(64, grown.get("min_channels", 0))
+    added = big.load_smaller(small)  # {name: mask of the added elements}
+    assert ("codec.enc_blocks.0.1.fuse.0.weight" in added) == (grown["enc_blocks"] == 2)
+    ratio = big.codec.from_rgb[0].weight.shape[0] // 64
+    assert ratio == max(64, grown.get("min_channels", 0)) // 64
+    if ratio > 1:  # old output channel i sits at i * ratio; the rows between are new
+        rows = added["codec.from_rgb.0.weight"].flatten(1).all(1)
+        assert not rows[::ratio].any() and rows.sum() == 64 * (ratio - 1)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(big(x), small(x), rtol=0, atol=1e-5)

@@ -587,6 +587,22 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
         torch.testing.assert_close(deeper.net_g_ema(x), trainer.net_g_ema(x), rtol=1e-5, atol=1e-6)
     assert deeper.iter == 2 and len(deeper.net_g.state_dict()) > len(saved)
     assert deeper.net_g.codec.from_rgb[0].weight.shape[0] == 2 * saved["codec.from_rgb.0.weight"].shape[0] == 64
+    # train.grown_lr_mult: the added elements step that many times further, the others alike
+    batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
+    steps = {}
+    for mult in (1, 8):
+        torch.manual_seed(0)
+        opts = tiny_opts(tmp_path / f"m{mult}", tiny_landmarks, loss_backbones, *extra, *grown, f"train.grown_lr_mult={mult}")
+        model = build_model(opts, torch.device("cpu"))
+        model.init_from_release(str(release))
+        to_rgb = model.net_g.generator.to_rgbs[-1].conv.weight  # its added input channels learn from the first step
+        before = to_rgb.detach().clone()
+        model.step(batch)
+        steps[mult] = to_rgb.detach() - before
+    mask = model.grown["generator.to_rgbs.3.conv.weight"]
+    assert mask.any() and not mask.all() and steps[1][mask].abs().sum() > 0
+    torch.testing.assert_close(steps[8][mask], 8 * steps[1][mask])
+    torch.testing.assert_close(steps[8][~mask], steps[1][~mask])
 
 
 # ------------------------------------------------------------------ models, stages, run folder, cache

@@ -121,13 +121,13 @@ class CodecPriorNet(StyleGAN2PriorNet):
         image = super().synthesize(w_plus, noise, x)
         return image + x if self.input_skip else image
 
-    def load_smaller(self, smaller: "CodecPriorNet") -> list[str]:
+    def load_smaller(self, smaller: "CodecPriorNet") -> dict[str, torch.Tensor]:
         """Take the weights of `smaller`, this network built with fewer MMRBs per scale and/or a lower
         `min_channels`, so that this one computes the same function and training goes on from there:
         the MMRBs it lacks start as the identity (fusion conv zeroed), and each narrower channel axis
         is spread over the wider one (old channel i -> i * ratio, which keeps every chunk and concat
         aligned) with the added channels read by nothing yet (their outgoing weights zeroed).
-        Returns the names of the added MMRBs."""
+        Returns {parameter name: bool mask of its added elements} for the parameters that grew."""
         own, old = self.state_dict(), smaller.state_dict()
         mismatched = [
             k for k, v in old.items() if k not in own or own[k].ndim != v.ndim or any(n % o for n, o in zip(own[k].shape, v.shape))
@@ -141,16 +141,23 @@ class CodecPriorNet(StyleGAN2PriorNet):
             or not all(isinstance(blocks.get(n), MMRB) for n in added)
         ):
             raise ValueError(f"not a smaller version of this network (fewer MMRBs or channels): {(mismatched or added)[:3]} differ")
-        scales = {n: m.scale / blocks[n].scale for n, m in smaller.named_modules() if isinstance(getattr(m, "scale", None), float)}
-        with torch.no_grad():
-            for key, value in old.items():
-                module = key.rsplit(".", 1)[0]
-                factor = scales.get(module, 1.0) if key.endswith("weight") else 1.0  # equalized LR: keep weight * scale
-                _spread(own[key], value * factor)
         for name in added:
             nn.init.zeros_(blocks[name].fuse[0].weight)
             nn.init.zeros_(blocks[name].fuse[0].bias)
-        return added
+        scales = {n: m.scale / blocks[n].scale for n, m in smaller.named_modules() if isinstance(getattr(m, "scale", None), float)}
+        grown = {}
+        with torch.no_grad():
+            for key, param in self.named_parameters():
+                if key not in old:
+                    grown[key] = torch.ones_like(param, dtype=torch.bool)
+                    continue
+                factor = scales.get(key.rsplit(".", 1)[0], 1.0) if key.endswith("weight") else 1.0  # equalized LR: keep weight * scale
+                new = _spread(param, old[key] * factor)
+                if new.any():
+                    grown[key] = new
+            for key, buffer in self.named_buffers():
+                buffer.copy_(old[key])
+        return grown
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Seed 001 trains these with different learning rates: codec, StyleGAN2 prior, noise branches."""
@@ -160,14 +167,15 @@ class CodecPriorNet(StyleGAN2PriorNet):
         return groups
 
 
-def _spread(wide: torch.Tensor, narrow: torch.Tensor) -> None:
-    """Write `narrow` into `wide` (in place) at indices i * ratio along every axis. Along the output
-    axis (the first one longer than 1), the spread rows are cleared first, so they read nothing from
-    the added input channels."""
-    if wide.shape == narrow.shape:
-        wide.copy_(narrow)
-        return
-    index = [torch.arange(o) * (n // o) for n, o in zip(wide.shape, narrow.shape)]
+def _spread(wide: torch.Tensor, narrow: torch.Tensor) -> torch.Tensor:
+    """Write `narrow` into `wide` (in place) at indices i * ratio along every axis; returns the mask of
+    the elements it did not write. Along the output axis (the first one longer than 1), the spread rows
+    are cleared first, so they read nothing from the added input channels."""
+    index = torch.meshgrid(*[torch.arange(o) * (n // o) for n, o in zip(wide.shape, narrow.shape)], indexing="ij")
     out_axis = next((a for a, o in enumerate(narrow.shape) if o > 1), 0)
-    wide.index_fill_(out_axis, index[out_axis], 0)
-    wide[torch.meshgrid(*index, indexing="ij")] = narrow
+    if wide.shape != narrow.shape:
+        wide.index_fill_(out_axis, index[out_axis].flatten().unique(), 0)
+    wide[index] = narrow
+    added = torch.ones_like(wide, dtype=torch.bool)
+    added[index] = False
+    return added

@@ -82,6 +82,7 @@ class TrainingModel:
                 group["base_lr"] = group["lr"]
         self.iter = 0
         self.stage_start = 0  # where this run's G started: 0, or path.init_state's iteration
+        self.grown: dict[str, torch.Tensor] = {}  # net_g parameters grown from a smaller release: mask of the added elements
 
     # ---------------------------------------------------------------- what a family defines
 
@@ -159,7 +160,13 @@ class TrainingModel:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self.reduce_grads(module)
+        mult = self.opts.train.grown_lr_mult
+        params = dict(self.net_g.named_parameters()) if opt is self.opt_g and mult != 1 else {}
+        before = {k: params[k].detach().clone() for k in self.grown if k in params}
         opt.step()
+        with torch.no_grad():  # Adam's step scales with the rate, so scaling the added elements' step is their own rate
+            for k, old in before.items():
+                params[k].copy_(torch.where(self.grown[k], old + (params[k] - old) * mult, params[k]))
 
     def discriminator_step(self, disc: nn.Module, opt, real, fake, logs: dict, key: str, r1: bool = False, autocast: bool = True):
         """One logistic-loss update of `disc` (a D, or a ModuleDict of Ds fed dicts of crops); lazy
@@ -203,6 +210,7 @@ class TrainingModel:
             "net_d": self.net_d.state_dict(),
             "optim": [o.state_dict() for o in self.optimizers],
             "rng_cpu": torch.get_rng_state(),
+            "grown": self.grown,
         }
         if self.local_d is not None:
             state["local_d"] = self.local_d.state_dict()
@@ -213,6 +221,7 @@ class TrainingModel:
     def load_state_dict(self, state: dict):
         self.iter = int(state["iter"])
         self.stage_start = int(state.get("stage_start", 0))
+        self.grown = {k: v.to(self.device) for k, v in state.get("grown", {}).items()}
         self.net_g.load_state_dict(state["net_g"])
         self.net_g_ema.load_state_dict(state["net_g_ema"])
         self.net_d.load_state_dict(state["net_d"])
@@ -238,16 +247,18 @@ class TrainingModel:
             raise OptionsError(f"path.init_state {file}: architecture {arch} (iter {meta.get('iter')}) is not this run's {self.g_arch}")
         sd = {k.removeprefix(prefix): v.float() for k, v in load_state_dict_file(file).items() if k.startswith(prefix)}
         if grow:
-            smaller = build_network(**arch)
+            smaller = build_network(**arch).to(self.device)
             smaller.load_state_dict(sd)
-            added = [net.load_smaller(smaller) for net in (self.net_g, self.net_g_ema)][0]
+            masks = [net.load_smaller(smaller) for net in (self.net_g, self.net_g_ema)][0]
+            self.grown = {k: m.to(self.device) for k, m in masks.items()}
         else:
             for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if grow:
-            self.log(f"grown from {_growth(arch)} to {_growth(self.g_arch)}, same function ({len(added)} MMRBs added as the identity)")
+            added = sum(int(m.sum()) for m in self.grown.values())
+            self.log(f"grown from {_growth(arch)} to {_growth(self.g_arch)} with the same function: {added:,} parameters added")
 
     def save(self, root: Path) -> Path:
         """root/checkpoints/iter_N.pt (written atomically), then the family's exports in root/models."""

@@ -115,6 +115,7 @@ class GFLOpts:
 class LossOpts:
     l1: float = 8.0
     multiscale_l1: float = 1.0  # codec_prior: decoder RGB heads
+    mse: float = 0.0  # squared error: PSNR's own loss (L1 favours the median where the input is ambiguous, PSNR the mean)
     chroma_l1: float = 0.0  # extra L1 on colour (RGB minus luma): holds colour while a luma D pushes texture
     ssim: float = 0.0  # 1 - SSIM on luma, the metric the model card reports
     amplitude_phase: float = 1.0  # sfmnet: L1 on amplitude and phase of the frequency-branch output
@@ -150,6 +151,10 @@ class TrainOpts:
     # after path.init_state (a trained G meets a fresh D): the Ds learn alone for this many iterations,
     # so that G's first adversarial gradients come from a D that can already tell restored from real
     d_warmup: int = 0
+    # path.init_state into a grown network (more MMRBs or channels): the learning rate of the added
+    # elements as a multiple of their group's. They start silent, and at a late line's low rate Adam
+    # moves them too little to matter for thousands of iterations
+    grown_lr_mult: float = 1.0
     # auto: bf16 autocast where the CPU/GPU computes bf16 natively; weights, losses, R1, EMA and
     # optimiser state stay fp32 either way
     precision: str = "auto"

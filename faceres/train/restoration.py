@@ -116,7 +116,7 @@ class RestorationModel(TrainingModel):
     def describe_losses(self) -> list[str]:
         w = self.opts.train.losses
         names = [f"l1 {w.l1}", self.pixel_loss_name(), f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
-        names += [f"{name} {getattr(w, name)}" for name in ("chroma_l1", "ssim") if getattr(w, name) > 0]
+        names += [f"{name} {getattr(w, name)}" for name in ("mse", "chroma_l1", "ssim") if getattr(w, name) > 0]
         if self.feature_loss is not None:
             vgg = isinstance(self.feature_loss, VGGFeatureLoss)
             kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
@@ -139,6 +139,8 @@ class RestorationModel(TrainingModel):
         out = out.float()  # losses in fp32 whatever the network ran in
         terms = self.pixel_terms(out, aux, gt)
         # here, not in pixel_terms: every family's output gets them (SFMNet overrides those)
+        if w.mse > 0:
+            terms["l_mse"] = w.mse * F.mse_loss(out, gt)
         if w.chroma_l1 > 0:
             terms["l_chroma"] = w.chroma_l1 * chroma_l1(out, gt)
         if w.ssim > 0:
