@@ -53,7 +53,7 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope=0.2, sc
     """leaky_relu(x + bias) * scale in two passes over x instead of three (leaky ReLU is positively
     homogeneous, so the scale goes in first: scale * bias + scale * x, then in place)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return F.leaky_relu_(torch.add(bias.view(shape) * scale, x, alpha=scale), negative_slope)
+    return F.leaky_relu_(torch.add(bias.view(shape).to(x.dtype) * scale, x, alpha=scale), negative_slope)
 
 
 class FusedLeakyReLU(nn.Module):
@@ -206,9 +206,8 @@ class NoiseInjection(nn.Module):
     def forward(self, image, noise=None):
         if noise is None:
             noise = torch.randn_like(image) if self.isconcat else image.new_empty(image.shape[0], 1, *image.shape[2:]).normal_()
-        if self.isconcat:
-            return torch.cat([image, self.weight * noise], dim=1)
-        return image + self.weight * noise
+        noise = self.weight.to(image.dtype) * noise.to(image.dtype)  # in the features' dtype (bf16 under autocast)
+        return torch.cat([image, noise], dim=1) if self.isconcat else image + noise
 
 
 class StyledConv(nn.Module):

@@ -30,10 +30,12 @@ def ssim_loss(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def _ssim_loss_fp32(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     x, y = (rgb_to_y(img.permute(0, 2, 3, 1)).unsqueeze(1) / 255 for img in (out, gt))
-    g = torch.from_numpy(cv2.getGaussianKernel(11, 1.5)).to(out)
-    f = lambda z: F.conv2d(z, (g @ g.T).view(1, 1, 11, 11))
-    mx, my = f(x), f(y)
-    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    # the five local means as channels of one depthwise, separable filtering: the 1-channel 11x11 conv
+    # took 40x longer (its backward was ~30 % of a training step on the CPU)
+    g = torch.from_numpy(cv2.getGaussianKernel(11, 1.5)).to(out).view(1, 1, 11, 1).expand(5, 1, 11, 1)
+    maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    mx, my, exx, eyy, exy = F.conv2d(F.conv2d(maps, g, groups=5), g.transpose(2, 3), groups=5).chunk(5, dim=1)
+    sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return 1 - s.mean()
