@@ -286,11 +286,12 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(shared, tmp_path, tiny_l
         + [a for s in sets for a in ("--set", s)]
     )
     scalars = tmp_path / "faceres_tiny/train_log.jsonl"  # written from the first logged iteration on
-    proc = subprocess.Popen(command(1000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sets.append("datasets.train.num_workers=1")
+    proc = subprocess.Popen(command(1000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not scalars.exists():
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole process group, data worker included, as `pkill -f` or Ctrl-C do
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     stopped = int(out.split("stopped by SIGTERM at iteration ")[1].split(";")[0])

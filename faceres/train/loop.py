@@ -130,6 +130,13 @@ def validate(model: TrainingModel, dataset: FaceDataset, max_images: int, out_di
 # -------------------------------------------------------------------- loop
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """Data workers ignore SIGTERM/SIGINT (Ctrl-C and `pkill -f` reach them too): the main process
+    finishes its iteration and saves, then shuts them down itself."""
+    for s in StopRequest.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 class StopRequest:
     """SIGTERM or Ctrl-C asks the loop to stop after the current iteration and save a checkpoint there,
     so a killed run loses nothing; a second signal stops at once. Only in the main thread (where
@@ -195,6 +202,7 @@ def train(opts: Options, device: str = "auto", max_iters: int | None = None) -> 
         num_workers=opts.datasets.train.num_workers,
         pin_memory=dev.type == "cuda",
         persistent_workers=opts.datasets.train.num_workers > 0,
+        worker_init_fn=_leave_stop_signals_to_the_trainer,
     )
     with StopRequest() as stop:
         _run(model, opts, loader, val_ds, end, rank, logger, stop)
