@@ -65,3 +65,21 @@ def test_every_command_tunes_the_allocator_unless_told_not_to(monkeypatch):
     assert allocator.tune_allocator() is False
     monkeypatch.delenv("FACERES_ALLOCATOR")
     assert allocator.tune_allocator() is True  # glibc here
+
+
+def test_autocast_training_keeps_full_resolution_activations_in_bf16():
+    """Under CPU bf16 autocast (training), fp32 parameters used outside convolutions (fused-lrelu
+    biases, noise weights) must not promote the activations back to fp32: at 512² that elementwise
+    work ran up to 10x slower. The RGB output itself stays fp32."""
+    from faceres.archs import CodecPriorNet
+    from faceres.archs.stylegan2 import ModulatedConv2d
+
+    net = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=2, input_skip=True)
+    seen = []
+    for m in net.modules():
+        if isinstance(m, ModulatedConv2d):
+            m.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    assert seen[-1] == torch.bfloat16 and out.dtype == torch.float32

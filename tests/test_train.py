@@ -394,15 +394,16 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         "network_d.freeze_layers=0",
         "train.losses.chroma_l1=2",
         "train.losses.ssim=0.5",
+        "train.losses.mse=3",
         "train.losses.identity.type=none",
         "train.losses.gan_local=0",
         "train.losses.feature_matching.type=discriminator_features",
     )
     trainer, d_before, _, logs = step_once(opts)
     assert trainer.net_d.convs[0][0].weight.shape[1] == 2  # luma and its finest band
-    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_gan", "l_dfeat", "l_d"))
+    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_mse", "l_gan", "l_dfeat", "l_d"))
     assert changed(d_before, trainer.net_d)
-    assert {"chroma_l1 2.0", "ssim 0.5"} <= set(trainer.describe_losses())
+    assert {"chroma_l1 2.0", "ssim 0.5", "mse 3.0"} <= set(trainer.describe_losses())
 
 
 def test_freeze_d_helper_counts_layers():
