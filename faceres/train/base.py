@@ -249,8 +249,8 @@ class TrainingModel:
         if grow:
             smaller = build_network(**arch).to(self.device)
             smaller.load_state_dict(sd)
-            masks = [net.load_smaller(smaller) for net in (self.net_g, self.net_g_ema)][0]
-            self.grown = {k: m.to(self.device) for k, m in masks.items()}
+            self.grown = self.net_g.load_smaller(smaller)
+            self.net_g_ema.load_state_dict(self.net_g.state_dict())
         else:
             for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
@@ -276,6 +276,6 @@ def _growth(arch: dict) -> dict:
 def _grows_from(old: dict, new: dict) -> bool:
     """The same codec_prior network but with more MMRBs per scale and/or more channels at its finest
     scales: it can grow from the old weights (CodecPriorNet.load_smaller)."""
-    same = {k: v for k, v in old.items() if k not in _growth(old)} == {k: v for k, v in new.items() if k not in _growth(new)}
     a, b = _growth(old), _growth(new)
+    same = {k: v for k, v in old.items() if k not in a} == {k: v for k, v in new.items() if k not in b}
     return same and new.get("arch") == "codec_prior" and a != b and all(b[k] >= a[k] for k in a)
