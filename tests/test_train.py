@@ -589,6 +589,12 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
         torch.testing.assert_close(deeper.net_g_ema(x), trainer.net_g_ema(x), rtol=1e-5, atol=1e-6)
     assert deeper.iter == 2 and len(deeper.net_g.state_dict()) > len(saved)
     assert deeper.net_g.codec.from_rgb[0].weight.shape[0] == 2 * saved["codec.from_rgb.0.weight"].shape[0] == 64
+    # its export names what it grew from, so a run continuing from it gives the same elements their own rate
+    deeper.export(tmp_path / "d_models")
+    again = build_model(tiny_opts(tmp_path / "e", tiny_landmarks, loss_backbones, *extra, *grown), torch.device("cpu"))
+    again.init_from_release(str(tmp_path / "d_models/net_g_ema_00000002.safetensors"))
+    assert again.grown_from == deeper.grown_from and again.grown.keys() == deeper.grown.keys()
+    assert all(torch.equal(again.grown[k], m) for k, m in deeper.grown.items())
     # train.grown_lr_mult: the added elements step that many times further, the others alike
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
     steps = {}

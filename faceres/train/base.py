@@ -83,6 +83,7 @@ class TrainingModel:
         self.iter = 0
         self.stage_start = 0  # where this run's G started: 0, or path.init_state's iteration
         self.grown: dict[str, torch.Tensor] = {}  # net_g parameters grown from a smaller release: mask of the added elements
+        self.grown_from: dict | None = None  # that release's architecture (exports carry it, so the masks survive a release)
 
     # ---------------------------------------------------------------- what a family defines
 
@@ -211,6 +212,7 @@ class TrainingModel:
             "optim": [o.state_dict() for o in self.optimizers],
             "rng_cpu": torch.get_rng_state(),
             "grown": self.grown,
+            "grown_from": self.grown_from,
         }
         if self.local_d is not None:
             state["local_d"] = self.local_d.state_dict()
@@ -222,6 +224,7 @@ class TrainingModel:
         self.iter = int(state["iter"])
         self.stage_start = int(state.get("stage_start", 0))
         self.grown = {k: v.to(self.device) for k, v in state.get("grown", {}).items()}
+        self.grown_from = state.get("grown_from")
         self.net_g.load_state_dict(state["net_g"])
         self.net_g_ema.load_state_dict(state["net_g_ema"])
         self.net_d.load_state_dict(state["net_d"])
@@ -249,11 +252,14 @@ class TrainingModel:
         if grow:
             smaller = build_network(**arch).to(self.device)
             smaller.load_state_dict(sd)
-            self.grown = self.net_g.load_smaller(smaller)
+            self.grown, self.grown_from = self.net_g.load_smaller(smaller), arch
             self.net_g_ema.load_state_dict(self.net_g.state_dict())
         else:
             for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
+            if meta.get("grown_from"):  # a release grown earlier: its added elements keep their own rate
+                self.grown_from = meta["grown_from"]
+                self.grown = {k: m.to(self.device) for k, m in build_network(**arch).load_smaller(build_network(**self.grown_from)).items()}
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if grow:

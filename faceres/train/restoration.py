@@ -213,5 +213,5 @@ class RestorationModel(TrainingModel):
             self.net_g_ema,
             models_dir / f"net_g_ema_{self.iter:08d}.safetensors",
             self.g_arch,
-            extra={"iter": self.iter, "name": self.opts.name},
+            extra={"iter": self.iter, "name": self.opts.name, **({"grown_from": self.grown_from} if self.grown_from else {})},
         )
