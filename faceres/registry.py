@@ -250,8 +250,8 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "625dd2c331275976ba2736fbf08f4d83cc256324a9298db5f707fa62635aecaa",
-            29_125_505,
+            "0478d11c753d23adfa9801cc402a735d4440f910bc99415afd4307b51df443ae",
+            29_784_113,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions; fidelity blends its pixel-loss and adversarial "
             "stages (weights/README.md); shipped in weights/",

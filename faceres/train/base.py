@@ -262,9 +262,10 @@ class TrainingModel:
                 self.grown = {k: m.to(self.device) for k, m in build_network(**arch).load_smaller(build_network(**self.grown_from)).items()}
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
-        if grow:
+        if self.grown:
             added = sum(int(m.sum()) for m in self.grown.values())
-            self.log(f"grown from {_growth(arch)} to {_growth(self.g_arch)} with the same function: {added:,} parameters added")
+            how = "with the same function" if grow else "earlier"
+            self.log(f"grown from {_growth(self.grown_from)} to {_growth(self.g_arch)} {how}: {added:,} parameters added")
 
     def save(self, root: Path) -> Path:
         """root/checkpoints/iter_N.pt (written atomically), then the family's exports in root/models."""
