@@ -68,7 +68,7 @@ def test_default_model_is_the_512_model():
 def test_default_model_gains_on_held_out_faces_at_512_with_no_band_losing(shared):
     """16 held-out CelebA-HQ faces at 512² with the paper's degradation (the validation draws).
     Measured at iteration 22,250: +0.92 dB on average, 16 of 16 better, the three inputs above 27 dB +0.22 to +1.00
-    (at 28,000 and 31,000 the 50-face split gains +0.95 dB, every band and every face)."""
+    (at 28,000 and 31,000 the 50-face split gains +0.95 dB, at 34,500 +1.03 dB, every band and every face)."""
     opts = load_options(ROOT / "options/train_faceres_v1.yml")
     held_out = list_faces(opts.datasets.val.dataroot, opts.datasets.val.subset)[:16]
     deg = opts.datasets.val.degradation
@@ -89,7 +89,7 @@ def test_default_model_keeps_mildly_degraded_faces(shared):
     """8 held-out faces with the `mild` preset (good scans: slight blur, x1-2 resize, light noise/JPEG),
     where the input is already close to the original: they must come back at least as good. The 4,500
     release lost 3.5 dB on such faces, 13,500 lost 0.29; measured at 22,250: +0.14 dB on these 8
-    (-0.18 to +0.45), +0.15 dB on 50; at 28,000, +0.19 dB on 50; at 31,000, +0.12."""
+    (-0.18 to +0.45), +0.15 dB on 50; at 28,000, +0.19 dB on 50; at 31,000, +0.12; at 34,500, +0.16."""
     from faceres.data.degradations import DEGRADATION_PRESETS
 
     held_out = list_faces(load_options(ROOT / "options/train_faceres_v1.yml").datasets.val.dataroot, (0, 8))
