@@ -258,7 +258,7 @@ class TrainingModel:
             for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
             if meta.get("grown_from"):  # a release grown earlier: its added elements keep their own rate
-                self.grown_from = meta["grown_from"]
+                self.grown_from = meta["grown_from"]  # the masks depend on the two architectures only: grow a throwaway copy
                 self.grown = {k: m.to(self.device) for k, m in build_network(**arch).load_smaller(build_network(**self.grown_from)).items()}
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
