@@ -25,11 +25,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from faceres.allocator import tune_allocator
 from faceres.archs import ARCHS, build_network
+from faceres.checkpoints import read_metadata
 from faceres.devices import prepare_for_inference
+
+SHIPPED = Path(__file__).parents[1] / "weights/faceres_v1.safetensors"
 
 FAMILIES = {
     "faceres-512": dict(arch="codec_prior", size=512),  # the paper's configuration
-    "default": dict(arch="codec_prior", size=512, style_dim=256, channel_multiplier=1, narrow=0.25, input_skip=True),  # faceres-v1
+    "default": read_metadata(SHIPPED)["arch"]["base"],  # the shipped faceres-v1's architecture (its fidelity end)
     "gpen-512": dict(arch="gpen", size=512),
     "gfpgan": dict(arch="gfpgan_v1_clean"),  # released v1.2-v1.4 configuration
     "restoreformer": dict(arch="restoreformer"),

@@ -142,6 +142,21 @@ def test_mmrb_structure_and_residual():
         MMRB(7)
 
 
+def test_mmrb_prelu_inference_path_matches_aten():
+    from faceres.archs.mmrb import PReLU
+
+    act = PReLU(16)
+    act.weight.data.uniform_(-0.5, 0.5)  # negative slopes too
+    for dtype, layout in ((torch.float32, torch.contiguous_format), (torch.bfloat16, torch.channels_last)):
+        x = torch.randn(2, 16, 8, 8).to(dtype).contiguous(memory_format=layout)
+        want = torch.nn.functional.prelu(x, act.weight.to(dtype))
+        with torch.no_grad():
+            assert torch.equal(act(x), want)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    act(x).sum().backward()  # training path: ATen's kernel and its gradient
+    torch.testing.assert_close(x.grad, torch.where(x > 0, 1.0, act.weight.view(1, -1, 1, 1)).expand_as(x))
+
+
 def test_noise_injection_modes():
     x, n = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     cat = NoiseInjection(isconcat=True)

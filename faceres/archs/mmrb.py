@@ -4,6 +4,18 @@ import torch
 from torch import nn
 
 
+class PReLU(nn.PReLU):
+    """nn.PReLU with a faster inference path: on channels-last bf16 maps with 16 channels ATen's
+    per-channel PReLU kernel is several times slower than two clamps and a multiply-add (the default
+    model: 0.33 -> 0.29 s per 512² face, bench/README.md). Same values; training keeps ATen's kernel."""
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        slope = self.weight.to(x.dtype).view(1, -1, *(1,) * (x.dim() - 2))
+        return torch.addcmul(x.clamp(min=0), x.clamp(max=0), slope)
+
+
 class MMRB(nn.Module):
     """Split channels in half; 3x3 and 5x5 branches (PReLU); cross-concatenate; a second
     3x3/5x5 stage on the shared features; 1x1 fusion (PReLU); residual add. Shape-preserving,
@@ -14,11 +26,11 @@ class MMRB(nn.Module):
         if channels % 2:
             raise ValueError(f"MMRB needs an even channel count, got {channels}")
         half = channels // 2
-        self.branch3 = nn.Sequential(nn.Conv2d(half, half, 3, padding=1), nn.PReLU(half))  # eq. 5
-        self.branch5 = nn.Sequential(nn.Conv2d(half, half, 5, padding=2), nn.PReLU(half))  # eq. 6
-        self.mix3 = nn.Sequential(nn.Conv2d(channels, half, 3, padding=1), nn.PReLU(half))  # eq. 7
-        self.mix5 = nn.Sequential(nn.Conv2d(channels, half, 5, padding=2), nn.PReLU(half))  # eq. 8
-        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.PReLU(channels))  # eq. 9
+        self.branch3 = nn.Sequential(nn.Conv2d(half, half, 3, padding=1), PReLU(half))  # eq. 5
+        self.branch5 = nn.Sequential(nn.Conv2d(half, half, 5, padding=2), PReLU(half))  # eq. 6
+        self.mix3 = nn.Sequential(nn.Conv2d(channels, half, 3, padding=1), PReLU(half))  # eq. 7
+        self.mix5 = nn.Sequential(nn.Conv2d(channels, half, 5, padding=2), PReLU(half))  # eq. 8
+        self.fuse = nn.Sequential(nn.Conv2d(channels, channels, 1), PReLU(channels))  # eq. 9
 
     def forward(self, x):
         x1, x2 = x.chunk(2, dim=1)  # eq. 4
