@@ -79,7 +79,8 @@ class ResultStore:
         def loop():
             while self.root.is_dir():
                 time.sleep(every)
-                self.sweep()
+                if self.root.is_dir():  # removed meanwhile (e.g. at exit): nothing left to sweep
+                    self.sweep()
 
         threading.Thread(target=loop, daemon=True, name="faceres-results-sweep").start()
         atexit.register(self.close)
