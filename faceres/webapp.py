@@ -70,7 +70,10 @@ class ResultStore:
 
     def sweep(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        old = [d for d in self.root.iterdir() if now - d.stat().st_mtime > self.ttl]
+        try:
+            old = [d for d in self.root.iterdir() if now - d.stat().st_mtime > self.ttl]
+        except FileNotFoundError:  # the store was closed (its folder removed) while the sweeper slept
+            return 0
         for d in old:
             shutil.rmtree(d, ignore_errors=True)
         return len(old)
@@ -79,8 +82,7 @@ class ResultStore:
         def loop():
             while self.root.is_dir():
                 time.sleep(every)
-                if self.root.is_dir():  # removed meanwhile (e.g. at exit): nothing left to sweep
-                    self.sweep()
+                self.sweep()
 
         threading.Thread(target=loop, daemon=True, name="faceres-results-sweep").start()
         atexit.register(self.close)

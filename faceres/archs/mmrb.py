@@ -7,7 +7,7 @@ from torch import nn
 class PReLU(nn.PReLU):
     """nn.PReLU with a faster inference path: on channels-last bf16 maps with 16 channels ATen's
     per-channel PReLU kernel is several times slower than two clamps and a multiply-add (the default
-    model: 0.33 -> 0.29 s per 512² face, bench/README.md). Same values; training keeps ATen's kernel."""
+    model: about 0.32 -> 0.28 s per 512² face, bench/README.md). Same values; training keeps ATen's kernel."""
 
     def forward(self, x):
         if torch.is_grad_enabled():
