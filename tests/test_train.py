@@ -595,6 +595,12 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     again.init_from_release(str(tmp_path / "d_models/net_g_ema_00000002.safetensors"))
     assert again.grown_from == deeper.grown_from and again.grown.keys() == deeper.grown.keys()
     assert all(torch.equal(again.grown[k], m) for k, m in deeper.grown.items())
+    # a checkpoint keeps only what it grew from, and resuming rebuilds the same masks
+    state = deeper.state_dict()
+    assert "grown" not in state
+    resumed = build_model(tiny_opts(tmp_path / "f", tiny_landmarks, loss_backbones, *extra, *grown), torch.device("cpu"))
+    resumed.load_state_dict(state)
+    assert resumed.grown.keys() == deeper.grown.keys() and all(torch.equal(resumed.grown[k], m) for k, m in deeper.grown.items())
     # train.grown_lr_mult: the added elements step that many times further, the others alike
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
     steps = {}

@@ -211,8 +211,7 @@ class TrainingModel:
             "net_d": self.net_d.state_dict(),
             "optim": [o.state_dict() for o in self.optimizers],
             "rng_cpu": torch.get_rng_state(),
-            "grown": self.grown,
-            "grown_from": self.grown_from,
+            "grown_from": self.grown_from,  # the added elements' masks are rebuilt from it
         }
         if self.local_d is not None:
             state["local_d"] = self.local_d.state_dict()
@@ -223,8 +222,8 @@ class TrainingModel:
     def load_state_dict(self, state: dict):
         self.iter = int(state["iter"])
         self.stage_start = int(state.get("stage_start", 0))
-        self.grown = {k: v.to(self.device) for k, v in state.get("grown", {}).items()}
-        self.grown_from = state.get("grown_from")
+        self.grown_from = state.get("grown_from")  # checkpoints before the tenth session also hold the masks: rebuilt alike
+        self.grown = self._grown_masks(self.g_arch, self.grown_from)
         self.net_g.load_state_dict(state["net_g"])
         self.net_g_ema.load_state_dict(state["net_g_ema"])
         self.net_d.load_state_dict(state["net_d"])
@@ -235,6 +234,13 @@ class TrainingModel:
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+
+    def _grown_masks(self, arch: dict, grown_from: dict | None) -> dict[str, torch.Tensor]:
+        """Masks of the elements `arch` added to `grown_from`: they depend on the two architectures only,
+        so a throwaway copy is grown to find them."""
+        if not grown_from:
+            return {}
+        return {k: m.to(self.device) for k, m in build_network(**arch).load_smaller(build_network(**grown_from)).items()}
 
     def init_from_release(self, path: str) -> None:
         """G and EMA from a released model of this same architecture, continuing at its iteration.
@@ -257,9 +263,8 @@ class TrainingModel:
         else:
             for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
-            if meta.get("grown_from"):  # a release grown earlier: its added elements keep their own rate
-                self.grown_from = meta["grown_from"]  # the masks depend on the two architectures only: grow a throwaway copy
-                self.grown = {k: m.to(self.device) for k, m in build_network(**arch).load_smaller(build_network(**self.grown_from)).items()}
+            self.grown_from = meta.get("grown_from")  # a release grown earlier: its added elements keep their own rate
+            self.grown = self._grown_masks(arch, self.grown_from)
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if self.grown:
