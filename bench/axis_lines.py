@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from faceres.data.dataset import list_faces
+
 
 def axis_line_ratio(gray: np.ndarray) -> float:
     y = gray.astype(np.float64) - gray.mean()
@@ -30,11 +32,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path)
     for folder in p.parse_args().folders:
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in {".png", ".jpg", ".jpeg"})
-        ratios = [axis_line_ratio(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)) for f in files]
-        if not ratios:
-            print(f"{folder}: no images")
+        try:
+            files = list_faces(folder)
+        except FileNotFoundError as e:
+            print(e)
             continue
+        ratios = [axis_line_ratio(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)) for f in files]
         stats = f"median {np.median(ratios):.2f} mean {np.mean(ratios):.2f} max {max(ratios):.2f}"
         print(f"{folder}: {len(ratios)} faces, axis-line ratio {stats}")
 
