@@ -74,6 +74,7 @@ def main():
     result = {
         "date": str(date.today()),
         "options": str(args.options),
+        "overrides": args.overrides,
         "batch": opts.train.batch_size,
         "machine": machine,
         "allocator_tuned": allocator,

@@ -18,6 +18,7 @@ from faceres.metrics import ssim
 from faceres.train.loop import latest_checkpoint, train
 from faceres.train.models import build_model
 from faceres.train.options import OptionsError, load_options
+from faceres.train.restoration import visibly_degraded
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "options/train_faceres_tiny.yml"
@@ -369,6 +370,20 @@ def test_discriminator_warmup_leaves_g_alone_then_ends(shared, tmp_path, tiny_la
     batch = torch.utils.data.default_collate([FaceDataset(opts.datasets.train)[(i, i)] for i in range(2)])
     assert "l_gan" in trainer.step(batch)  # the warm-up counts from the stage's start, here 0
     assert changed(g_before, trainer.net_g)
+
+
+def test_degraded_inputs_count_as_fakes_for_the_global_d(shared, tmp_path, tiny_landmarks, loss_backbones):
+    gt = torch.rand(3, 3, 16, 16) * 2 - 1
+    lq = torch.stack([gt[0], gt[1] + 0.002, (gt[2] + 0.3 * torch.randn(3, 16, 16)).clamp(-1, 1)])
+    assert torch.equal(visibly_degraded(lq, gt), lq[2:])  # the untouched and the near-clean pair are left out
+    with pytest.raises(ValueError, match="size of the ground truth"):
+        visibly_degraded(lq[:, :, :8, :8], gt)
+    extra = ["train.losses.identity.type=none", "train.losses.gan_local=0", "datasets.train.degradation.clean_prob=0"]
+    with_negatives = step_once(tiny_opts(tmp_path / "a", tiny_landmarks, loss_backbones, *extra, "train.d_input_as_fake=1"))
+    without = step_once(tiny_opts(tmp_path / "b", tiny_landmarks, loss_backbones, *extra))
+    assert with_negatives[3]["l_d_neg"] > 0 and "l_d_neg" not in without[3]
+    d_a, d_b = with_negatives[0].net_d.state_dict(), without[0].net_d.state_dict()
+    assert any(not torch.equal(d_a[k], d_b[k]) for k in d_a)  # same seed and batch: only the extra fakes differ
 
 
 def test_ssim_loss_is_one_minus_the_reported_ssim():

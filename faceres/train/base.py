@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from ..archs import StyleGAN2Discriminator, build_network
@@ -169,16 +170,23 @@ class TrainingModel:
             for k, old in before.items():
                 params[k].copy_(torch.where(self.grown[k], old + (params[k] - old) * mult, params[k]))
 
-    def discriminator_step(self, disc: nn.Module, opt, real, fake, logs: dict, key: str, r1: bool = False, autocast: bool = True):
+    def discriminator_step(
+        self, disc: nn.Module, opt, real, fake, logs: dict, key: str, r1: bool = False, autocast: bool = True, negatives=None
+    ):
         """One logistic-loss update of `disc` (a D, or a ModuleDict of Ds fed dicts of crops); lazy
-        R1 on `real` when asked. Tensors in `frozen_ids` (FreezeD) stay frozen."""
+        R1 on `real` when asked; `negatives` (images, not crops) count as fakes too, with weight
+        `train.d_input_as_fake`. Tensors in `frozen_ids` (FreezeD) stay frozen."""
         set_trainable(disc, True, self.frozen_ids)
         with self.autocast(autocast):
             if isinstance(disc, nn.ModuleDict):
                 l_d = sum(d_logistic(disc[k](real[k]), disc[k](fake[k])) for k in disc)
             else:
                 l_d = d_logistic(disc(real), disc(fake))
-        logs[key] = float(l_d.detach())
+            logs[key] = float(l_d.detach())
+            if negatives is not None and len(negatives):
+                l_neg = F.softplus(disc(negatives).float()).mean()
+                logs[key + "_neg"] = float(l_neg.detach())
+                l_d = l_d + self.opts.train.d_input_as_fake * l_neg
         if r1:
             l_d = l_d + self._r1(disc, real, logs)
         self.update(disc, opt, l_d)

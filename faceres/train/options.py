@@ -151,6 +151,10 @@ class TrainOpts:
     # after path.init_state (a trained G meets a fresh D): the Ds learn alone for this many iterations,
     # so that G's first adversarial gradients come from a D that can already tell restored from real
     d_warmup: int = 0
+    # weight of a second fake term for the global D: the visibly degraded inputs (PSNR below 30 dB against
+    # their ground truth), so the D learns that blur, noise and block seams are fake (negative data
+    # augmentation, Sinha et al. 2021) and G cannot pass the input's seams through its input skip
+    d_input_as_fake: float = 0.0
     # path.init_state into a grown network (more MMRBs or channels): the learning rate of the added
     # elements as a multiple of their group's. They start silent, and at a late line's low rate Adam
     # moves them too little to matter for thousands of iterations
@@ -383,6 +387,8 @@ def _check_ranges(opts: Options):
             raise OptionsError(f"{key} must be in [0, 1), got {value}")
     if tr.d_warmup < 0:
         raise OptionsError(f"train.d_warmup must be >= 0, got {tr.d_warmup}")
+    if tr.d_input_as_fake < 0:
+        raise OptionsError(f"train.d_input_as_fake must be >= 0, got {tr.d_input_as_fake}")
     if not tr.gamma > 0:
         raise OptionsError(f"train.gamma must be > 0, got {tr.gamma}")
     if not (16 <= size <= 2048 and size & (size - 1) == 0):

@@ -29,6 +29,15 @@ from .base import TrainingModel, set_trainable
 from .options import OptionsError
 
 
+def visibly_degraded(lq: torch.Tensor, gt: torch.Tensor, below_db: float = 30.0) -> torch.Tensor:
+    """The inputs of the batch whose PSNR against their ground truth is below `below_db` (images in
+    [-1, 1]): the untouched and near-clean pairs are left out, since a D cannot call those fake."""
+    if lq.shape != gt.shape:
+        raise ValueError(f"train.d_input_as_fake needs inputs the size of the ground truth, got {tuple(lq.shape)} and {tuple(gt.shape)}")
+    mse = (lq.float() - gt.float()).square().mean((1, 2, 3)) / 4  # [-1, 1] -> [0, 1]
+    return lq[10 * torch.log10(1 / mse.clamp_min(1e-10)) < below_db]
+
+
 def component_crops(images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
     """Eye and mouth crops (B, 3, s, s) from boxes (B, 3, 4) in pixels; s scales with the face (80/120 px at 512)."""
     from torchvision.ops import roi_align
@@ -177,7 +186,7 @@ class RestorationModel(TrainingModel):
         if self.gfl is not None:
             self.gfl.advance(self.iter, float(terms["l_gfl"].detach()) / max(self.opts.train.losses.gfl.weight, 1e-12))
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        self.discriminator_steps(gt, out.detach().float(), boxes, logs)
+        self.discriminator_steps(gt, out.detach().float(), boxes, logs, lq)
         return logs
 
     def discriminator_warmup_step(self, lq, gt, boxes) -> dict[str, float]:
@@ -185,12 +194,13 @@ class RestorationModel(TrainingModel):
         with torch.no_grad(), self.autocast():
             fake = self.net_g(lq).float()
         logs = {}
-        self.discriminator_steps(gt, fake, boxes, logs)
+        self.discriminator_steps(gt, fake, boxes, logs, lq)
         return logs
 
-    def discriminator_steps(self, gt, fake, boxes, logs: dict) -> None:
+    def discriminator_steps(self, gt, fake, boxes, logs: dict, lq) -> None:
         if self.uses_global_d:
-            self.discriminator_step(self.net_d, self.opt_d, gt, fake, logs, "l_d", r1=True)
+            negatives = visibly_degraded(lq, gt) if self.opts.train.d_input_as_fake > 0 else None
+            self.discriminator_step(self.net_d, self.opt_d, gt, fake, logs, "l_d", r1=True, negatives=negatives)
         if self.local_d is not None:  # no autocast: the component Ds are small and run in fp32
             real_c, fake_c = component_crops(gt, boxes), component_crops(fake, boxes)
             self.discriminator_step(self.local_d, self.opt_local, real_c, fake_c, logs, "l_d_local", autocast=False)
