@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from faceres.archs import MMRB, CodecPriorNet, ComponentDiscriminator, GPENGenerator, StyleGAN2Discriminator, freeze_d
-from faceres.archs.discriminators import d_input
+from faceres.archs.discriminators import d_input, detail_bands
 from faceres.archs.stylegan2 import NoiseInjection, StyleGAN2Generator, upfirdn2d
 from faceres.checkpoints import (
     discriminator_config_from_state_dict,
@@ -296,6 +296,19 @@ def test_detail_input_is_the_finest_luma_band():
     local = ComponentDiscriminator((8, 8, 8), detail=True)
     assert d.convs[0][0].weight.shape[1] == 2 and local.body[0][0].weight.shape[1] == 4
     assert d(edge).shape == (1, 1) and local(edge).shape == (1, 1, 8, 8)
+
+
+def test_coarser_detail_bands_hold_an_8px_grid_the_finest_misses():
+    rows = torch.arange(64.0).view(1, 1, 64, 1).expand(1, 1, 64, 64)
+    for period, band in ((2, 0), (4, 0), (8, 1), (16, 2)):  # the adversarial stages drew horizontal lines every 8 px
+        energy = detail_bands(torch.cos(2 * torch.pi * rows / period), 3)[..., 16:-16, 16:-16].square().mean((0, 2, 3))
+        assert int(energy.argmax()) == band, (period, energy)
+    grid = torch.cos(2 * torch.pi * rows / 8)
+    assert torch.equal(detail_bands(grid, 3)[:, :1], detail_bands(grid, 1))  # the finest band is the same in both
+    ramp = torch.linspace(-1, 1, 64).expand(1, 1, 64, 64)
+    assert detail_bands(ramp, 3)[..., 16:-16, 16:-16].abs().max() < 1e-5
+    d = StyleGAN2Discriminator(32, channel_multiplier=1, narrow=0.25, luma=True, detail=3)
+    assert d.convs[0][0].weight.shape[1] == 4 and d(torch.rand(2, 3, 32, 32)).shape == (2, 1)
 
 
 def test_component_discriminator_output_map():

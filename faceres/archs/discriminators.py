@@ -14,34 +14,43 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return (x * x.new_tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def finest_band(y: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) -> y minus its 5-tap binomial blur, x4 so that it spans about y's range."""
+def detail_bands(y: torch.Tensor, levels: int = 1) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, levels, H, W): the à trous (starlet) wavelet bands of y, finest first, each
+    x4 so that it spans about y's range. Band j is the difference of two 5-tap binomial blurs with
+    taps 2^j apart: band 0 holds about 1/4-1/2 cycle per pixel, band 1 1/8-1/4, band 2 1/16-1/8."""
     k = y.new_tensor((1, 4, 6, 4, 1))
     k = torch.outer(k, k)[None, None] / 256
-    return 4 * (y - F.conv2d(F.pad(y, (2, 2, 2, 2), mode="reflect"), k))
+    bands, smooth = [], y
+    for j in range(levels):
+        d = 2**j
+        blurred = F.conv2d(F.pad(smooth, (2 * d,) * 4, mode="reflect"), k, dilation=d)
+        bands.append(4 * (smooth - blurred))
+        smooth = blurred
+    return torch.cat(bands, 1)
 
 
-def d_input(x: torch.Tensor, luma_only: bool, detail: bool) -> torch.Tensor:
-    """What a D sees of RGB x: x or its luma, and with `detail` also the luma's finest band.
-    Through the deep trunk alone, a D fresh from initialisation scores a restored face and its sharp
-    original alike (logits equal to 1e-3) and needs thousands of steps to learn the difference; with the
-    band as an input it separates them within 100 (measured at 256², weights/README.md)."""
+def d_input(x: torch.Tensor, luma_only: bool, detail: int) -> torch.Tensor:
+    """What a D sees of RGB x: x or its luma, and with `detail` also that many of the luma's finest
+    bands (`detail_bands`; True = 1). Through the deep trunk alone, a D fresh from initialisation scores
+    a restored face and its sharp original alike (logits equal to 1e-3) and needs thousands of steps to
+    learn the difference; with the finest band as an input it separates them within 100 (measured at
+    256², weights/README.md)."""
     if not (luma_only or detail):
         return x
     y = luma(x)
     base = y if luma_only else x
-    return torch.cat([base, finest_band(y)], 1) if detail else base
+    return torch.cat([base, detail_bands(y, int(detail))], 1) if detail else base
 
 
-def d_channels(luma_only: bool, detail: bool) -> int:
+def d_channels(luma_only: bool, detail: int) -> int:
     return (1 if luma_only else 3) + int(detail)
 
 
 class StyleGAN2Discriminator(nn.Module):
     """Same keys as GPEN's `Discriminator`; minibatch stddev over the whole batch, as GPEN does.
     `luma=True` judges the BT.601 luma only (one input channel): an adversarial loss through it can
-    push texture and contrast but not colour, which stays with the pixel losses. `detail=True` adds the
-    luma's finest band as an input channel (`d_input`)."""
+    push texture and contrast but not colour, which stays with the pixel losses. `detail` adds that
+    many of the luma's finest wavelet bands as input channels (`d_input`; True = the finest one)."""
 
     def __init__(self, size=512, channel_multiplier=2, narrow=1.0, blur_kernel=(1, 3, 3, 1), luma=False, detail=False):
         super().__init__()

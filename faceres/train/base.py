@@ -55,7 +55,7 @@ class TrainingModel:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         g, d, tr = opts.network_g, opts.network_d, opts.train
         self.net_g = self.build_generator()
-        self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow, luma=d.luma, detail=d.detail)
+        self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow, luma=d.luma, detail=d.detail_inputs)
         if opts.path.prior_g:
             self.load_prior(opts.path.prior_g)
         if opts.path.prior_d:

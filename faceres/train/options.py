@@ -59,7 +59,13 @@ class NetworkDOpts:
     freeze_layers: int = 5  # FreezeD: first N trunk entries of the global D (fromRGB + ResBlocks)
     luma: bool = False  # the global and local Ds see luma only, so the adversarial terms cannot reward invented colour
     detail: bool = False  # ... and also the luma's finest band: a fresh D then tells restored from real in ~100 steps
+    detail_levels: int = 1  # with `detail`: that many wavelet bands, finest first (2 and 3 reach down to 1/8 cycle per pixel)
     component_channels: tuple[int, int, int] = (64, 128, 256)
+
+    @property
+    def detail_inputs(self) -> int:
+        """The number of wavelet bands the Ds see beside the image."""
+        return self.detail_levels if self.detail else 0
 
 
 @dataclass
@@ -387,6 +393,8 @@ def _check_ranges(opts: Options):
             raise OptionsError(f"{key} must be in [0, 1), got {value}")
     if tr.d_warmup < 0:
         raise OptionsError(f"train.d_warmup must be >= 0, got {tr.d_warmup}")
+    if opts.network_d.detail_levels < 1:
+        raise OptionsError(f"network_d.detail_levels must be >= 1, got {opts.network_d.detail_levels}")
     if tr.d_input_as_fake < 0:
         raise OptionsError(f"train.d_input_as_fake must be >= 0, got {tr.d_input_as_fake}")
     if not tr.gamma > 0:

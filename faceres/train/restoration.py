@@ -76,7 +76,7 @@ class RestorationModel(TrainingModel):
         if self.opts.train.losses.gan_local <= 0:
             return None
         d = self.opts.network_d
-        return nn.ModuleDict({c: ComponentDiscriminator(d.component_channels, luma=d.luma, detail=d.detail) for c in COMPONENTS})
+        return nn.ModuleDict({c: ComponentDiscriminator(d.component_channels, luma=d.luma, detail=d.detail_inputs) for c in COMPONENTS})
 
     # ---------------------------------------------------------------- losses
 
