@@ -60,6 +60,16 @@ def test_default_model_fidelity_trades_faithfulness_for_definition(shared):
     assert min(moves) > 30, moves  # a sharper version of the same restoration, not another face
 
 
+def test_the_v1_line_continues_from_a_committed_state_of_its_architecture():
+    """Cumulative training: `options/train_faceres_v1.yml` starts from a file in the repository (the
+    line's newest committed EMA), of the options' architecture, not behind the release."""
+    opts = load_options(ROOT / "options/train_faceres_v1.yml")
+    state = ROOT / opts.path.init_state
+    meta, release = read_metadata(state), read_metadata(REPO_WEIGHTS_DIR / "faceres_v1.safetensors")
+    assert meta["arch"] == opts.network_g.arch_config() == release["arch"]["base"]
+    assert meta["iter"] >= release["iter"] and meta["grown_from"] == release["grown_from"]
+
+
 def test_default_model_is_the_512_model():
     assert DEFAULT_RESTORER == "faceres-v1"
 
