@@ -158,8 +158,8 @@ class TrainOpts:
     # so that G's first adversarial gradients come from a D that can already tell restored from real
     d_warmup: int = 0
     # weight of a second fake term for the global D: the visibly degraded inputs (PSNR below 30 dB against
-    # their ground truth), so the D learns that blur, noise and block seams are fake (negative data
-    # augmentation, Sinha et al. 2021) and G cannot pass the input's seams through its input skip
+    # their ground truth), to teach the D that blur, noise and block seams are fake (negative data
+    # augmentation, Sinha et al. 2021). On faceres-v1 it only sped up the stage's lines (weights/README.md)
     d_input_as_fake: float = 0.0
     # path.init_state into a grown network (more MMRBs or channels): the learning rate of the added
     # elements as a multiple of their group's. They start silent, and at a late line's low rate Adam
