@@ -223,7 +223,15 @@ def test_codec_prior_rejects_bad_size():
         CodecPriorNet(100)
 
 
-@pytest.mark.parametrize("grown", [dict(enc_blocks=2), dict(enc_blocks=1, min_channels=128), dict(enc_blocks=2, min_channels=256)])
+@pytest.mark.parametrize(
+    "grown",
+    [
+        dict(enc_blocks=2),
+        dict(enc_blocks=1, min_channels=128),
+        dict(enc_blocks=2, min_channels=256),
+        dict(enc_blocks=1, channels_at={"16": 256}),
+    ],
+)
 def test_codec_grows_from_smaller_weights(grown):
     """More MMRBs per scale and/or more channels at the finest scales: the same function at the start,
     and the added channels learn (their outgoing weights get gradients)."""

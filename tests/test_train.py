@@ -610,6 +610,17 @@ def test_training_continues_from_a_committed_release(shared, tmp_path, tiny_land
     again.init_from_release(str(tmp_path / "d_models/net_g_ema_00000002.safetensors"))
     assert again.grown_from == deeper.grown_from and again.grown.keys() == deeper.grown.keys()
     assert all(torch.equal(again.grown[k], m) for k, m in deeper.grown.items())
+    # grown again from that export, at one resolution (`channels_at`): the same function still, and the elements
+    # either growth added keep their own rate (grown_from stays the first architecture)
+    wider_opts = tiny_opts(tmp_path / "w", tiny_landmarks, loss_backbones, *extra, *grown, "network_g.channels_at={32: 128}")
+    assert wider_opts.network_g.arch_config()["channels_at"] == {"32": 128}  # as JSON metadata will hold it
+    wider = build_model(wider_opts, torch.device("cpu"))
+    wider.init_from_release(str(tmp_path / "d_models/net_g_ema_00000002.safetensors"))
+    with torch.inference_mode():
+        torch.testing.assert_close(wider.net_g_ema(x), trainer.net_g_ema(x), rtol=1e-5, atol=1e-6)
+    assert wider.grown_from == deeper.grown_from and wider.net_g.generator.channels[32] == 128
+    assert all(torch.equal(wider.grown[k] & m, m) for k, m in deeper.grown.items() if wider.grown[k].shape == m.shape)
+    assert sum(int(m.sum()) for m in wider.grown.values()) > sum(int(m.sum()) for m in deeper.grown.values())
     # a checkpoint keeps only what it grew from, and resuming rebuilds the same masks
     state = deeper.state_dict()
     assert "grown" not in state

@@ -86,16 +86,16 @@ class CodecPriorNet(StyleGAN2PriorNet):
         lr_mlp=0.01,
         input_skip=False,
         min_channels=0,
+        channels_at=None,
     ):
         super().__init__()
         self.input_skip = input_skip
         if size & (size - 1) or not 64 <= size <= 1024:
             raise ValueError(f"size must be a power of two in 64..1024, got {size}")
         self.spec = RestorerSpec(size, fidelity_range=(0.0, 1.0), fidelity_meaning=PRIOR_FIDELITY, stylegan2_prior=True)
-        self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow, min_channels), style_dim, enc_blocks)
-        self.generator = StyleGAN2Generator(
-            size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp, min_channels=min_channels
-        )
+        widths = dict(min_channels=min_channels, channels_at=channels_at)
+        self.codec = AsymmetricCodec(size, channel_table(size, channel_multiplier, narrow, **widths), style_dim, enc_blocks)
+        self.generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier, narrow, isconcat=True, lr_mlp=lr_mlp, **widths)
         if input_skip:  # start as the identity: the correction is zero until training moves the RGB layers
             for to_rgb in [self.generator.to_rgb1, *self.generator.to_rgbs]:
                 nn.init.zeros_(to_rgb.conv.weight)
@@ -122,11 +122,12 @@ class CodecPriorNet(StyleGAN2PriorNet):
         return image + x if self.input_skip else image
 
     def load_smaller(self, smaller: "CodecPriorNet") -> dict[str, torch.Tensor]:
-        """Take the weights of `smaller`, this network built with fewer MMRBs per scale and/or a lower
-        `min_channels`, so that this one computes the same function and training goes on from there:
-        the MMRBs it lacks start as the identity (fusion conv zeroed), and each narrower channel axis
-        is spread over the wider one (old channel i -> i * ratio, which keeps every chunk and concat
-        aligned) with the added channels read by nothing yet (their outgoing weights zeroed).
+        """Take the weights of `smaller`, this network built with fewer MMRBs per scale and/or fewer
+        channels at some resolutions (`min_channels`, `channels_at`), so that this one computes the same
+        function and training goes on from there: the MMRBs it lacks start as the identity (fusion conv
+        zeroed), and each narrower channel axis is spread over the wider one (old channel i -> i * ratio,
+        which keeps every chunk and concat aligned) with the added channels read by nothing yet (their
+        outgoing weights zeroed).
         Returns {parameter name: bool mask of its added elements} for the parameters that grew."""
         own, old = self.state_dict(), smaller.state_dict()
         mismatched = [

@@ -14,14 +14,18 @@ from torch import nn
 SQRT2 = math.sqrt(2.0)
 
 
-def channel_table(size: int, channel_multiplier: float = 2, narrow: float = 1, min_channels: int = 0) -> dict[int, int]:
+def channel_table(
+    size: int, channel_multiplier: float = 2, narrow: float = 1, min_channels: int = 0, channels_at: dict | None = None
+) -> dict[int, int]:
     """Channels per resolution, as in StyleGAN2/GPEN (int() truncates), raised to `min_channels` (not in
-    StyleGAN2: a narrow network otherwise has only 4-16 channels at its finest resolutions)."""
+    StyleGAN2: a narrow network otherwise has only 4-16 channels at its finest resolutions), then set to
+    `channels_at` {resolution: channels} where given (keys may be strings, as JSON metadata stores them)."""
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16, 2048: 8}
     table = {}
     for res, ch in base.items():
         cm = 1 if res <= 32 else channel_multiplier
         table[res] = max(int(ch * cm * narrow), min_channels)
+    table.update({int(r): c for r, c in (channels_at or {}).items()})
     return {r: c for r, c in table.items() if r <= size}
 
 
@@ -273,11 +277,12 @@ class StyleGAN2Generator(nn.Module):
         lr_mlp=0.01,
         blur_kernel=(1, 3, 3, 1),
         min_channels=0,
+        channels_at=None,
     ):
         super().__init__()
         self.size, self.style_dim = size, style_dim
         self.log_size = int(math.log2(size))
-        self.channels = channel_table(size, channel_multiplier, narrow, min_channels)
+        self.channels = channel_table(size, channel_multiplier, narrow, min_channels, channels_at)
         mult = 2 if isconcat else 1
         ch = self.channels
         self.style = MappingNetwork(style_dim, n_mlp, lr_mlp)

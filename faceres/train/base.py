@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..archs import StyleGAN2Discriminator, build_network
+from ..archs.stylegan2 import channel_table
 from ..checkpoints import init_generator_from, load_state_dict_file, read_metadata
 from ..devices import to_channels_last, use_bf16
 from ..files import atomic_path
@@ -266,13 +267,14 @@ class TrainingModel:
         if grow:
             smaller = build_network(**arch).to(self.device)
             smaller.load_state_dict(sd)
-            self.grown, self.grown_from = self.net_g.load_smaller(smaller), arch
+            self.net_g.load_smaller(smaller)
             self.net_g_ema.load_state_dict(self.net_g.state_dict())
         else:
             for net in (self.net_g, self.net_g_ema):
                 net.load_state_dict(sd)
-            self.grown_from = meta.get("grown_from")  # a release grown earlier: its added elements keep their own rate
-            self.grown = self._grown_masks(arch, self.grown_from)
+        # the elements added since the first architecture keep their own rate, whichever growth added them
+        self.grown_from = meta.get("grown_from") or (arch if grow else None)
+        self.grown = self._grown_masks(self.g_arch, self.grown_from)
         self.iter = self.stage_start = int(meta["iter"])
         self.log(f"G and EMA initialised from {file} at iteration {self.iter} (optimisers and discriminators fresh)")
         if self.grown:
@@ -290,12 +292,18 @@ class TrainingModel:
 
 
 def _growth(arch: dict) -> dict:
-    return {"enc_blocks": arch.get("enc_blocks", 1), "min_channels": arch.get("min_channels", 0)}
+    return {k: arch.get(k, default) for k, default in (("enc_blocks", 1), ("min_channels", 0), ("channels_at", {}))}
+
+
+def _widths(arch: dict) -> dict[int, int]:
+    return channel_table(arch["size"], arch["channel_multiplier"], arch["narrow"], arch.get("min_channels", 0), arch.get("channels_at"))
 
 
 def _grows_from(old: dict, new: dict) -> bool:
-    """The same codec_prior network but with more MMRBs per scale and/or more channels at its finest
-    scales: it can grow from the old weights (CodecPriorNet.load_smaller)."""
+    """The same codec_prior network but with more MMRBs per scale and/or more channels at some
+    resolutions: it can grow from the old weights (CodecPriorNet.load_smaller)."""
     a, b = _growth(old), _growth(new)
     same = {k: v for k, v in old.items() if k not in a} == {k: v for k, v in new.items() if k not in b}
-    return same and new.get("arch") == "codec_prior" and a != b and all(b[k] >= a[k] for k in a)
+    if not (same and new.get("arch") == "codec_prior" and a != b):
+        return False
+    return b["enc_blocks"] >= a["enc_blocks"] and all(_widths(new)[r] >= c for r, c in _widths(old).items())

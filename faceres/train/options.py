@@ -29,6 +29,7 @@ class NetworkGOpts:
     narrow: float = 1.0
     enc_blocks: int = 1
     min_channels: int = 0  # codec_prior: at least this many channels at every resolution (grows a narrow net's finest scales)
+    channels_at: dict[int, int] = field(default_factory=dict)  # codec_prior: {resolution: channels}, overriding the table
     input_skip: bool = False  # codec_prior: add the input face to the output (the net learns a correction)
     noise_init: float = 0.0  # codec_prior: initial noise-injection weights (StyleGAN2/GPEN: 0); see the CPU recipe
     channels: int = 64  # sfmnet only
@@ -49,6 +50,7 @@ class NetworkGOpts:
             "enc_blocks": self.enc_blocks,
             **({"input_skip": True} if self.input_skip else {}),
             **({"min_channels": self.min_channels} if self.min_channels else {}),
+            **({"channels_at": {str(r): c for r, c in sorted(self.channels_at.items())}} if self.channels_at else {}),
         }
 
 
@@ -225,6 +227,11 @@ def _convert(tp, value, key: str):
             except OptionsError as err:
                 errors.append(str(err))
         raise OptionsError(errors[0])
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise OptionsError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(tp)
+        return {_convert(key_type, k, key): _convert(value_type, v, key) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise OptionsError(f"{key}: expected a list, got {value!r}")
