@@ -260,7 +260,7 @@ class TrainingModel:
         arch, prefix = meta.get("arch"), ""
         if isinstance(arch, dict) and arch.get("arch") == "interpolated":
             arch, prefix = arch["base"], "fidelity_end."
-        grow = isinstance(arch, dict) and _grows_from(arch, self.g_arch)
+        grow = isinstance(arch, dict) and grows_from(arch, self.g_arch)
         if (arch != self.g_arch and not grow) or "iter" not in meta:
             raise OptionsError(f"path.init_state {file}: architecture {arch} (iter {meta.get('iter')}) is not this run's {self.g_arch}")
         sd = {k.removeprefix(prefix): v.float() for k, v in load_state_dict_file(file).items() if k.startswith(prefix)}
@@ -299,7 +299,7 @@ def _widths(arch: dict) -> dict[int, int]:
     return channel_table(arch["size"], arch["channel_multiplier"], arch["narrow"], arch.get("min_channels", 0), arch.get("channels_at"))
 
 
-def _grows_from(old: dict, new: dict) -> bool:
+def grows_from(old: dict, new: dict) -> bool:
     """The same codec_prior network but with more MMRBs per scale and/or more channels at some
     resolutions: it can grow from the old weights (CodecPriorNet.load_smaller)."""
     a, b = _growth(old), _growth(new)
