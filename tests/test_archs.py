@@ -233,7 +233,7 @@ def test_codec_prior_rejects_bad_size():
     ],
 )
 def test_codec_grows_from_smaller_weights(grown):
-    """More MMRBs per scale and/or more channels at the finest scales: the same function at the start,
+    """More MMRBs per scale and/or more channels at some resolutions: the same function at the start,
     and the added channels learn (their outgoing weights get gradients)."""
     torch.manual_seed(0)
     small = CodecPriorNet(64, 64, 2, 1, 0.25, enc_blocks=1, input_skip=True)  # 64 channels at 64², 128 below
