@@ -13,7 +13,7 @@ from faceres.archs import StyleGAN2Discriminator, freeze_d
 from faceres.data import DEGRADATION_PRESETS, DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
 from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
 from faceres.data.dataset import ArrayCache, list_faces, load_face
-from faceres.losses import ssim_loss
+from faceres.losses import artifact_loss, ssim_loss
 from faceres.metrics import ssim
 from faceres.train.loop import latest_checkpoint, train
 from faceres.train.models import build_model
@@ -410,15 +410,31 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         "train.losses.chroma_l1=2",
         "train.losses.ssim=0.5",
         "train.losses.mse=3",
+        "train.losses.artifacts=1",
         "train.losses.identity.type=none",
         "train.losses.gan_local=0",
         "train.losses.feature_matching.type=discriminator_features",
     )
     trainer, d_before, _, logs = step_once(opts)
     assert trainer.net_d.convs[0][0].weight.shape[1] == 2  # luma and its finest band
-    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_mse", "l_gan", "l_dfeat", "l_d"))
+    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_mse", "l_artifacts", "l_gan", "l_dfeat", "l_d"))
     assert changed(d_before, trainer.net_d)
-    assert {"chroma_l1 2.0", "ssim 0.5", "mse 3.0"} <= set(trainer.describe_losses())
+    assert {"chroma_l1 2.0", "ssim 0.5", "mse 3.0", "artifacts 1.0"} <= set(trainer.describe_losses())
+
+
+def test_artifact_loss_targets_erratic_error_the_ema_does_not_make():
+    torch.manual_seed(0)
+    gt = torch.rand(1, 3, 64, 64) * 2 - 1
+    noise = torch.randn(1, 1, 64, 64).expand(1, 3, 64, 64)
+    ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)
+    noisy, smooth = gt + 0.1 * noise, gt + 0.1 * noise.abs().mean() * 2 * ramp  # the same mean error
+    assert torch.allclose((noisy - gt).abs().mean(), (smooth - gt).abs().mean(), rtol=0.05)
+    noisy_loss, smooth_loss = artifact_loss(noisy, gt, gt), artifact_loss(smooth, gt, gt)
+    assert noisy_loss > 20 * smooth_loss > 0  # erratic error weighs, a smooth offset hardly
+    assert float(artifact_loss(noisy, gt, gt + 2 * (noisy - gt))) == 0.0  # where the EMA is worse: no penalty
+    out = noisy.clone().requires_grad_(True)
+    artifact_loss(out, gt, gt).backward()
+    assert out.grad.abs().sum() > 0
 
 
 def test_freeze_d_helper_counts_layers():

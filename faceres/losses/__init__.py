@@ -3,9 +3,10 @@
 from .gan import d_logistic, g_nonsaturating, r1_penalty
 from .identity import DlibIdentityLoss, IdentityLoss, build_arcface
 from .perceptual import DiscriminatorFeatureLoss, VGGFeatureLoss
-from .pixel import chroma_l1, multiscale_l1, ssim_loss
+from .pixel import artifact_loss, chroma_l1, multiscale_l1, ssim_loss
 
 __all__ = [
+    "artifact_loss",
     "DiscriminatorFeatureLoss",
     "DlibIdentityLoss",
     "IdentityLoss",

@@ -39,3 +39,26 @@ def _ssim_loss_fp32(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return 1 - s.mean()
+
+
+def local_variance(x: torch.Tensor, size: int = 7) -> torch.Tensor:
+    """Unbiased variance of x (B, 1, H, W) over each size×size window (reflect-padded, same size)."""
+    x = F.pad(x, [size // 2] * 4, mode="reflect")
+    n = size * size
+    mean, mean_sq = F.avg_pool2d(x, size, stride=1), F.avg_pool2d(x * x, size, stride=1)
+    return (mean_sq - mean * mean).clamp_min(0) * n / (n - 1)
+
+
+def artifact_loss(out: torch.Tensor, gt: torch.Tensor, ema_out: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """LDL's artifact penalty (Liang et al., CVPR 2022, "Details or Artifacts"): an L1 weighted by a map
+    of where the residual is locally erratic (its variance in a window, times the image's residual
+    variance^(1/5)), kept only where the EMA generator is closer to the ground truth than the current
+    one. GAN texture that the EMA also draws is left alone; noise the current G adds on its own is
+    pulled back. Images in [-1, 1], scored in [0, 1] as in the paper; fp32."""
+    with torch.autocast(out.device.type, enabled=False):
+        out, gt, ema_out = out.float() / 2, gt.float() / 2, ema_out.float().detach() / 2
+        residual = (gt - out).abs().sum(1, keepdim=True)
+        residual_ema = (gt - ema_out).abs().sum(1, keepdim=True)
+        weight = residual.var(dim=(1, 2, 3), keepdim=True) ** 0.2 * local_variance(residual, window)
+        weight = weight * (residual >= residual_ema)
+        return F.l1_loss(weight * out, weight * gt)

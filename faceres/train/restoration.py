@@ -17,6 +17,7 @@ from ..losses import (
     DlibIdentityLoss,
     IdentityLoss,
     VGGFeatureLoss,
+    artifact_loss,
     build_arcface,
     chroma_l1,
     g_nonsaturating,
@@ -125,7 +126,7 @@ class RestorationModel(TrainingModel):
     def describe_losses(self) -> list[str]:
         w = self.opts.train.losses
         names = [f"l1 {w.l1}", self.pixel_loss_name(), f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
-        names += [f"{name} {getattr(w, name)}" for name in ("mse", "chroma_l1", "ssim") if getattr(w, name) > 0]
+        names += [f"{name} {getattr(w, name)}" for name in ("mse", "chroma_l1", "ssim", "artifacts") if getattr(w, name) > 0]
         if self.feature_loss is not None:
             vgg = isinstance(self.feature_loss, VGGFeatureLoss)
             kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
@@ -154,6 +155,10 @@ class RestorationModel(TrainingModel):
             terms["l_chroma"] = w.chroma_l1 * chroma_l1(out, gt)
         if w.ssim > 0:
             terms["l_ssim"] = w.ssim * ssim_loss(out, gt)
+        if w.artifacts > 0:
+            with torch.no_grad():
+                ema_out = self.net_g_ema(lq)
+            terms["l_artifacts"] = w.artifacts * artifact_loss(out, gt, ema_out)
         if w.gan_global > 0:
             terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(out))
         if self.local_d is not None:
