@@ -6,11 +6,11 @@ from .perceptual import DiscriminatorFeatureLoss, VGGFeatureLoss
 from .pixel import artifact_loss, chroma_l1, multiscale_l1, ssim_loss
 
 __all__ = [
-    "artifact_loss",
     "DiscriminatorFeatureLoss",
     "DlibIdentityLoss",
     "IdentityLoss",
     "VGGFeatureLoss",
+    "artifact_loss",
     "build_arcface",
     "chroma_l1",
     "d_logistic",
