@@ -13,7 +13,7 @@ from faceres.archs import StyleGAN2Discriminator, freeze_d
 from faceres.data import DEGRADATION_PRESETS, DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
 from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
 from faceres.data.dataset import ArrayCache, list_faces, load_face
-from faceres.losses import artifact_loss, ssim_loss
+from faceres.losses import artifact_loss, excess_detail_loss, ssim_loss
 from faceres.metrics import ssim
 from faceres.train.loop import latest_checkpoint, train
 from faceres.train.models import build_model
@@ -411,15 +411,18 @@ def test_luma_d_and_chroma_l1_train_together(shared, tmp_path, tiny_landmarks, l
         "train.losses.ssim=0.5",
         "train.losses.mse=3",
         "train.losses.artifacts=1",
+        "train.losses.excess_detail=5",
         "train.losses.identity.type=none",
         "train.losses.gan_local=0",
         "train.losses.feature_matching.type=discriminator_features",
     )
     trainer, d_before, _, logs = step_once(opts)
     assert trainer.net_d.convs[0][0].weight.shape[1] == 2  # luma and its finest band
-    assert all(np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_mse", "l_artifacts", "l_gan", "l_dfeat", "l_d"))
+    assert all(
+        np.isfinite(logs[k]) and logs[k] > 0 for k in ("l_chroma", "l_ssim", "l_mse", "l_artifacts", "l_excess", "l_gan", "l_dfeat", "l_d")
+    )
     assert changed(d_before, trainer.net_d)
-    assert {"chroma_l1 2.0", "ssim 0.5", "mse 3.0", "artifacts 1.0"} <= set(trainer.describe_losses())
+    assert {"chroma_l1 2.0", "ssim 0.5", "mse 3.0", "artifacts 1.0", "excess_detail 5.0"} <= set(trainer.describe_losses())
 
 
 def test_artifact_loss_targets_erratic_error_the_ema_does_not_make():
@@ -435,6 +438,24 @@ def test_artifact_loss_targets_erratic_error_the_ema_does_not_make():
     out = noisy.clone().requires_grad_(True)
     artifact_loss(out, gt, gt).backward()
     assert out.grad.abs().sum() > 0
+
+
+def test_excess_detail_loss_charges_edges_the_truth_lacks_not_texture_it_has():
+    torch.manual_seed(0)
+    gt = torch.zeros(1, 3, 64, 64)
+    gt[..., 32:] = 0.3 * torch.randn(1, 1, 64, 32)  # smooth skin on the left, texture on the right
+    grid = gt.clone()
+    grid[..., ::4, :32] += 0.3  # lines on the smooth half
+    other_texture = gt.clone()
+    other_texture[..., 32:] = 0.3 * torch.randn(1, 1, 64, 32)  # different texture, the same energy
+    blurred = torch.nn.functional.avg_pool2d(gt, 3, 1, 1)
+    assert float(excess_detail_loss(gt, gt)) == 0.0
+    lines = excess_detail_loss(grid, gt)
+    assert lines > 5 * excess_detail_loss(other_texture, gt)  # local energies of random texture vary a little
+    assert lines > 10 * excess_detail_loss(blurred, gt)
+    out = grid.clone().requires_grad_(True)
+    excess_detail_loss(out, gt).backward()
+    assert out.grad[..., :32].abs().sum() > 0
 
 
 def test_freeze_d_helper_counts_layers():

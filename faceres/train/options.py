@@ -127,6 +127,7 @@ class LossOpts:
     chroma_l1: float = 0.0  # extra L1 on colour (RGB minus luma): holds colour while a luma D pushes texture
     ssim: float = 0.0  # 1 - SSIM on luma, the metric the model card reports
     artifacts: float = 0.0  # LDL's artifact-map L1 against the EMA generator: curbs the noise an adversarial stage invents
+    excess_detail: float = 0.0  # local band energy above the truth's: outlines and grids on smooth skin, not texture
     amplitude_phase: float = 1.0  # sfmnet: L1 on amplitude and phase of the frequency-branch output
     gan_global: float = 0.5
     gan_local: float = 3.0

@@ -20,6 +20,7 @@ from ..losses import (
     artifact_loss,
     build_arcface,
     chroma_l1,
+    excess_detail_loss,
     g_nonsaturating,
     multiscale_l1,
     ssim_loss,
@@ -126,7 +127,8 @@ class RestorationModel(TrainingModel):
     def describe_losses(self) -> list[str]:
         w = self.opts.train.losses
         names = [f"l1 {w.l1}", self.pixel_loss_name(), f"gan_global {w.gan_global}", f"gan_local {w.gan_local}"]
-        names += [f"{name} {getattr(w, name)}" for name in ("mse", "chroma_l1", "ssim", "artifacts") if getattr(w, name) > 0]
+        optional = ("mse", "chroma_l1", "ssim", "artifacts", "excess_detail")
+        names += [f"{name} {getattr(w, name)}" for name in optional if getattr(w, name) > 0]
         if self.feature_loss is not None:
             vgg = isinstance(self.feature_loss, VGGFeatureLoss)
             kind = "VGG19 feature matching" if vgg else "discriminator-feature matching (not VGG)"
@@ -159,6 +161,8 @@ class RestorationModel(TrainingModel):
             with torch.no_grad():
                 ema_out = self.net_g_ema(lq)
             terms["l_artifacts"] = w.artifacts * artifact_loss(out, gt, ema_out)
+        if w.excess_detail > 0:
+            terms["l_excess"] = w.excess_detail * excess_detail_loss(out, gt)
         if w.gan_global > 0:
             terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(out))
         if self.local_d is not None:
