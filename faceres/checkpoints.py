@@ -55,16 +55,20 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 DELTA, DELTA_SCALE = "perceptual_delta.", "perceptual_delta_scale."
 
 
-def quantize_perceptual_end(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def quantize_perceptual_end(tensors: dict[str, torch.Tensor], shared_below: float = 1e-3) -> dict[str, torch.Tensor]:
     """An interpolated release's adversarial end stored as an int8 difference from the (already
     rounded) pixel-loss end, one fp32 scale per output channel: the two ends differ by a short
-    fine-tuning, so this keeps the file near the size of one network."""
+    fine-tuning, so this keeps the file near the size of one network. A tensor the fine-tuning moved by
+    less than `shared_below` of its norm (the mapping MLP, fixed kernels) is stored once, for both ends."""
     out = {k: v for k, v in tensors.items() if not k.startswith("perceptual_end.")}
     for key, value in tensors.items():
         if not key.startswith("perceptual_end.") or not value.is_floating_point():
             continue
         name = key.removeprefix("perceptual_end.")
-        delta = value.float() - tensors["fidelity_end." + name].float()
+        base = tensors["fidelity_end." + name].float()
+        delta = value.float() - base
+        if delta.norm() <= shared_below * base.norm():
+            continue
         reduce = tuple(range(1, delta.dim()))
         scale = (delta.abs().amax(dim=reduce, keepdim=True) if reduce else delta.abs().max()).clamp_min(1e-12) / 127
         out[DELTA + name] = torch.round(delta / scale).to(torch.int8)
@@ -77,10 +81,11 @@ def dequantize_perceptual_end(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
     if not any(k.startswith(DELTA) for k in sd):
         return sd
     out = {k: v for k, v in sd.items() if not k.startswith((DELTA, DELTA_SCALE))}
-    for key, q in sd.items():
-        if key.startswith(DELTA):
-            name = key.removeprefix(DELTA)
-            out["perceptual_end." + name] = sd["fidelity_end." + name].float() + q.float() * sd[DELTA_SCALE + name]
+    for key, base in sd.items():
+        if key.startswith("fidelity_end."):
+            name = key.removeprefix("fidelity_end.")
+            q = sd.get(DELTA + name)
+            out["perceptual_end." + name] = base if q is None else base.float() + q.float() * sd[DELTA_SCALE + name]
     return out
 
 

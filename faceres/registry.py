@@ -250,8 +250,8 @@ REGISTRY: dict[str, WeightSpec] = {
             "faceres_v1.safetensors",
             "restorer",
             None,
-            "0478d11c753d23adfa9801cc402a735d4440f910bc99415afd4307b51df443ae",
-            29_784_113,
+            "f609b8d38940266af36e4990dd432b097a9af33713f0f08effe6d454fab835b0",
+            27_092_462,
             "CelebA terms: non-commercial research",
             note="the default: 512², trained by faceres across sessions; fidelity blends its pixel-loss and adversarial "
             "stages (weights/README.md); shipped in weights/",
