@@ -102,14 +102,15 @@ def test_restore_t1_in_the_browser(page, app_url, shared, weights_env):
     original = cv2.imread(str(src))
     assert restored.shape == (original.shape[0] * 2, original.shape[1] * 2, 3)
     # the faces were restored and the rest is the plain x2 upscale (the background upsampler is off);
-    # measured: 1.6 in the faces vs 0.7 overall, and 0.7 vs 0.6 for an unrestored JPEG
+    # measured: 0.85 in the faces vs 0.10 overall (faceres-v1 at 39,029, which leaves good faces more alone;
+    # 1.6 vs 0.7 with faceres-v0), and 0.7 vs 0.6 for an unrestored JPEG
     from faceres.pipeline.detect import build_detector
 
     plain = cv2.resize(original, restored.shape[1::-1], interpolation=cv2.INTER_LANCZOS4)
     diff = np.abs(restored.astype(float) - plain)
     boxes = [(f.box * 2).astype(int) for f in build_detector("auto").detect(original)]
     in_faces = np.mean([diff[y0:y1, x0:x1].mean() for x0, y0, x1, y1 in boxes])
-    assert in_faces > 1.0 and in_faces > 1.8 * diff.mean(), (in_faces, diff.mean())
+    assert in_faces > 0.5 and in_faces > 3 * diff.mean(), (in_faces, diff.mean())
     assert page.locator("#faces img").count() >= 6
     thumb = page.locator("#faces img").first  # whole "input | restored" pairs, not cropped to a square
     assert thumb.evaluate("e => getComputedStyle(e).objectFit") == "contain"
