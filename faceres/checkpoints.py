@@ -77,15 +77,16 @@ def quantize_perceptual_end(tensors: dict[str, torch.Tensor], shared_below: floa
 
 
 def dequantize_perceptual_end(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of `quantize_perceptual_end` (files without int8 differences pass unchanged)."""
-    if not any(k.startswith(DELTA) for k in sd):
-        return sd
+    """Inverse of `quantize_perceptual_end`: every pixel-loss tensor without a stored adversarial one gets
+    it back from its int8 difference, or shares it when the stage left it alone (files that store both
+    ends, or are no release, pass unchanged)."""
     out = {k: v for k, v in sd.items() if not k.startswith((DELTA, DELTA_SCALE))}
     for key, base in sd.items():
-        if key.startswith("fidelity_end."):
-            name = key.removeprefix("fidelity_end.")
-            q = sd.get(DELTA + name)
-            out["perceptual_end." + name] = base if q is None else base.float() + q.float() * sd[DELTA_SCALE + name]
+        name = key.removeprefix("fidelity_end.")
+        if name == key or "perceptual_end." + name in sd:
+            continue
+        q = sd.get(DELTA + name)
+        out["perceptual_end." + name] = base if q is None else base.float() + q.float() * sd[DELTA_SCALE + name]
     return out
 
 

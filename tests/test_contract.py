@@ -69,6 +69,15 @@ def test_stylegan2_prior_interface_reproduces_restore(name):
     torch.testing.assert_close(image.clamp(-1, 1), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_release_whose_stage_moved_nothing_keeps_both_ends():
+    from faceres.checkpoints import dequantize_perceptual_end, quantize_perceptual_end
+
+    w = torch.randn(4, 3, dtype=torch.float16)
+    stored = quantize_perceptual_end({"fidelity_end.w": w, "perceptual_end.w": w.clone()})
+    assert set(stored) == {"fidelity_end.w"}
+    assert torch.equal(dequantize_perceptual_end(stored)["perceptual_end.w"], w)
+
+
 def test_interpolated_release_blends_weights(tiny_model, tmp_path, capsys):
     """`faceres export A --perceptual B`: fidelity 1 is A, 0 is B, 0.5 the network with averaged weights."""
     from faceres.archs import CodecPriorNet, InterpolatedNet
