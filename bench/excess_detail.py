@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from faceres.data.dataset import list_faces
+from faceres.data.dataset import list_faces, to_tensor
 from faceres.losses import excess_detail_loss
 
 
 def load(path: Path) -> torch.Tensor:
-    rgb = np.asarray(Image.open(path).convert("RGB"), np.float32)
-    return torch.from_numpy(rgb / 127.5 - 1).permute(2, 0, 1)[None]
+    return to_tensor(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255)[None]
 
 
 def main() -> None:
