@@ -1,7 +1,8 @@
 """Excess detail of restored faces against their ground truth: the local luma band energy the truth
 does not have (outlines around nose and mouth, grids on cheeks, block seams), as
 `faceres.losses.excess_detail_loss` computes it (x1000). Texture where the truth has texture, and detail
-a restoration leaves out, score nothing, so a blurred face scores low: read it beside NIQE.
+a restoration leaves out, score nothing, so a blurred face scores low: read it beside NIQE. The mean per
+band (finest first: about 2-4, 4-8 and 8-16 px periods) says where the excess sits.
 
 python bench/excess_detail.py --gt HQ_DIR DIR [DIR ...]    # e.g. the `restored` folders of `faceres evaluate`
 """
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from faceres.data.dataset import list_faces, to_tensor
-from faceres.losses import excess_detail_loss
+from faceres.losses import excess_detail
 
 
 def load(path: Path) -> torch.Tensor:
@@ -35,9 +36,11 @@ def main() -> None:
             print(f"{folder}: no ground truth for {len(missing)} faces, e.g. {missing[0]}")
             continue
         with torch.no_grad():
-            scores = [1000 * float(excess_detail_loss(load(f), load(g))) for f, g in pairs]
-        stats = f"median {np.median(scores):.2f} mean {np.mean(scores):.2f} max {max(scores):.2f}"
-        print(f"{folder}: {len(scores)} faces, excess detail {stats}")
+            bands = np.array([1000 * excess_detail(load(f), load(g)).numpy() for f, g in pairs])  # (faces, bands)
+        scores = bands.mean(1)
+        stats = f"median {np.median(scores):.2f} mean {scores.mean():.2f} max {scores.max():.2f}"
+        per_band = " / ".join(f"{b:.2f}" for b in bands.mean(0))
+        print(f"{folder}: {len(scores)} faces, excess detail {stats}; mean by band, finest first {per_band}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from faceres.archs import StyleGAN2Discriminator, freeze_d
 from faceres.data import DEGRADATION_PRESETS, DatasetOpts, DegradationOpts, FaceDataset, IterationSampler, degrade, sample_params
 from faceres.data.components import COMPONENTS, boxes_from_mask, component_boxes, components_from_68, prepare_landmarks
 from faceres.data.dataset import ArrayCache, list_faces, load_face
-from faceres.losses import artifact_loss, excess_detail_loss, ssim_loss
+from faceres.losses import artifact_loss, excess_detail, excess_detail_loss, ssim_loss
 from faceres.metrics import ssim
 from faceres.train.loop import latest_checkpoint, train
 from faceres.train.models import build_model
@@ -456,6 +456,17 @@ def test_excess_detail_loss_charges_edges_the_truth_lacks_not_texture_it_has():
     out = grid.clone().requires_grad_(True)
     excess_detail_loss(out, gt).backward()
     assert out.grad[..., :32].abs().sum() > 0
+
+
+def test_excess_detail_sorts_lines_by_their_period():
+    gt = torch.zeros(1, 3, 64, 64)
+    fine, coarse = gt.clone(), gt.clone()
+    fine[..., ::3, :] = 0.3  # a 3-px period: the finest band (2-4 px)
+    coarse[..., (torch.arange(64) % 12) < 6, :] = 0.3  # a 12-px period: the third (8-16 px)
+    fine_bands, coarse_bands = excess_detail(fine, gt), excess_detail(coarse, gt)
+    assert fine_bands.shape == (3,)
+    assert fine_bands.argmax() == 0 and coarse_bands.argmax() == 2
+    assert torch.allclose(excess_detail_loss(fine, gt), fine_bands.mean())
 
 
 def test_freeze_d_helper_counts_layers():

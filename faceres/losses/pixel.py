@@ -64,11 +64,11 @@ def artifact_loss(out: torch.Tensor, gt: torch.Tensor, ema_out: torch.Tensor, wi
         return F.l1_loss(weight * out, weight * gt)
 
 
-def excess_detail_loss(out: torch.Tensor, gt: torch.Tensor, levels: int = 3) -> torch.Tensor:
-    """Detail the ground truth does not have: by how much the local RMS of each luma wavelet band of the
-    output exceeds the truth's (over windows of about two periods of the band), averaged. Texture where
-    the truth has texture costs nothing; outlines, grids and block seams on smooth skin do. Images in
-    [-1, 1]; fp32."""
+def excess_detail(out: torch.Tensor, gt: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """Detail the ground truth does not have, per luma wavelet band (finest first), as a (levels,) tensor:
+    by how much the output's local RMS of the band exceeds the truth's (over windows of about two periods
+    of the band), averaged. Texture where the truth has texture costs nothing; outlines, grids and block
+    seams on smooth skin do. Images in [-1, 1]; fp32."""
     with torch.autocast(out.device.type, enabled=False):
         bands_out, bands_gt = (detail_bands(luma(x.float()), levels) for x in (out, gt))
         excess = []
@@ -78,4 +78,9 @@ def excess_detail_loss(out: torch.Tensor, gt: torch.Tensor, levels: int = 3) -> 
                 F.avg_pool2d(b[:, j : j + 1].square(), window, 1, window // 2).add(1e-8).sqrt() for b in (bands_out, bands_gt)
             )
             excess.append(F.relu(rms_out - rms_gt).mean())
-        return torch.stack(excess).mean()
+        return torch.stack(excess)
+
+
+def excess_detail_loss(out: torch.Tensor, gt: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """`excess_detail` averaged over the bands: the training term."""
+    return excess_detail(out, gt, levels).mean()
