@@ -386,6 +386,24 @@ def test_degraded_inputs_count_as_fakes_for_the_global_d(shared, tmp_path, tiny_
     assert any(not torch.equal(d_a[k], d_b[k]) for k in d_a)  # same seed and batch: only the extra fakes differ
 
 
+def test_conditional_d_judges_the_output_beside_its_degraded_input(shared, tmp_path, tiny_landmarks, loss_backbones):
+    extra = ["network_d.luma=true", "network_d.detail=true", "train.losses.identity.type=none", "train.losses.gan_local=0"]
+    extra += ["train.losses.feature_matching.type=discriminator_features", "network_d.freeze_layers=0"]
+    trainer, d_before, _, logs = step_once(tiny_opts(tmp_path, tiny_landmarks, loss_backbones, *extra, "network_d.condition=true"))
+    assert trainer.net_d.convs[0][0].weight.shape[1] == 3  # luma, its finest band, the input's luma
+    assert all(np.isfinite(logs[k]) for k in ("l_gan", "l_dfeat", "l_d")) and changed(d_before, trainer.net_d)
+    torch.manual_seed(0)
+    image, lq = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    seen = trainer.d_view(image, lq)
+    assert seen.shape == (2, 4, 64, 64) and torch.equal(seen[:, :3], image)
+    with torch.no_grad():
+        assert not torch.allclose(trainer.net_d(seen), trainer.net_d(trainer.d_view(image, -lq)))
+    with pytest.raises(OptionsError, match="exclude each other"):
+        tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "network_d.condition=true", "train.d_input_as_fake=1")
+    with pytest.raises(OptionsError, match="needs train.mode restoration"):
+        tiny_opts(tmp_path, tiny_landmarks, loss_backbones, "network_d.condition=true", "train.mode=prior")
+
+
 def test_ssim_loss_is_one_minus_the_reported_ssim():
     rng = np.random.default_rng(0)
     gt = rng.random((48, 40, 3)).astype(np.float32)

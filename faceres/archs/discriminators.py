@@ -50,14 +50,16 @@ class StyleGAN2Discriminator(nn.Module):
     """Same keys as GPEN's `Discriminator`; minibatch stddev over the whole batch, as GPEN does.
     `luma=True` judges the BT.601 luma only (one input channel): an adversarial loss through it can
     push texture and contrast but not colour, which stays with the pixel losses. `detail` adds that
-    many of the luma's finest wavelet bands as input channels (`d_input`; True = the finest one)."""
+    many of the luma's finest wavelet bands as input channels (`d_input`; True = the finest one).
+    `condition` > 0 makes it conditional: the input then carries that many channels after the RGB image
+    (the degraded face's luma), which the trunk sees as they are."""
 
-    def __init__(self, size=512, channel_multiplier=2, narrow=1.0, blur_kernel=(1, 3, 3, 1), luma=False, detail=False):
+    def __init__(self, size=512, channel_multiplier=2, narrow=1.0, blur_kernel=(1, 3, 3, 1), luma=False, detail=False, condition=0):
         super().__init__()
         ch = channel_table(size, channel_multiplier, narrow)
         log_size = int(math.log2(size))
-        self.luma, self.detail = luma, detail
-        blocks = [ConvLayer(d_channels(luma, detail), ch[size], 1)]
+        self.luma, self.detail, self.condition = luma, detail, condition
+        blocks = [ConvLayer(d_channels(luma, detail) + condition, ch[size], 1)]
         for i in range(log_size, 2, -1):
             blocks.append(ResBlock(ch[2**i], ch[2 ** (i - 1)], blur_kernel))
         self.convs = nn.Sequential(*blocks)
@@ -71,8 +73,10 @@ class StyleGAN2Discriminator(nn.Module):
         return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
     def prepare(self, x):
-        """(B, 3, H, W) RGB -> what the trunk sees (`d_input`)."""
-        return d_input(x, self.luma, self.detail)
+        """(B, 3 + condition, H, W) RGB and condition -> what the trunk sees (`d_input`, then the condition)."""
+        if not self.condition:
+            return d_input(x, self.luma, self.detail)
+        return torch.cat([d_input(x[:, :3], self.luma, self.detail), x[:, 3:]], 1)
 
     def forward(self, x):
         out = self.final_conv(self.minibatch_stddev(self.convs(self.prepare(x))))

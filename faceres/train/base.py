@@ -56,7 +56,9 @@ class TrainingModel:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         g, d, tr = opts.network_g, opts.network_d, opts.train
         self.net_g = self.build_generator()
-        self.net_d = StyleGAN2Discriminator(g.size, d.channel_multiplier, d.narrow, luma=d.luma, detail=d.detail_inputs)
+        self.net_d = StyleGAN2Discriminator(
+            g.size, d.channel_multiplier, d.narrow, luma=d.luma, detail=d.detail_inputs, condition=int(d.condition)
+        )
         if opts.path.prior_g:
             self.load_prior(opts.path.prior_g)
         if opts.path.prior_d:

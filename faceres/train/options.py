@@ -62,6 +62,7 @@ class NetworkDOpts:
     luma: bool = False  # the global and local Ds see luma only, so the adversarial terms cannot reward invented colour
     detail: bool = False  # ... and also the luma's finest band: a fresh D then tells restored from real in ~100 steps
     detail_levels: int = 1  # with `detail`: that many wavelet bands, finest first (2 and 3 reach down to 1/8 cycle per pixel)
+    condition: bool = False  # the global D also sees the degraded input's luma: it judges the restoration of this input
     component_channels: tuple[int, int, int] = (64, 128, 256)
 
     @property
@@ -406,6 +407,8 @@ def _check_ranges(opts: Options):
         raise OptionsError(f"network_d.detail_levels must be >= 1, got {opts.network_d.detail_levels}")
     if tr.d_input_as_fake < 0:
         raise OptionsError(f"train.d_input_as_fake must be >= 0, got {tr.d_input_as_fake}")
+    if tr.d_input_as_fake > 0 and opts.network_d.condition:
+        raise OptionsError("train.d_input_as_fake and network_d.condition exclude each other (a degraded input has no input of its own)")
     if not tr.gamma > 0:
         raise OptionsError(f"train.gamma must be > 0, got {tr.gamma}")
     if not (16 <= size <= 2048 and size & (size - 1) == 0):
@@ -422,6 +425,8 @@ def validate(opts: Options):
         raise OptionsError(f"train.precision: auto | fp32 | bf16, got {opts.train.precision!r}")
     if opts.train.mode not in ("restoration", "prior"):
         raise OptionsError(f"train.mode must be restoration or prior, got {opts.train.mode!r}")
+    if opts.train.mode == "prior" and opts.network_d.condition:
+        raise OptionsError("network_d.condition needs train.mode restoration: a prior's D has no degraded input to see")
     if opts.datasets.train.size != opts.network_g.size:
         raise OptionsError(f"datasets.train.size ({opts.datasets.train.size}) must equal network_g.size ({opts.network_g.size})")
     losses = opts.train.losses

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..archs import ComponentDiscriminator, build_network, freeze_d
+from ..archs.discriminators import luma
 from ..checkpoints import load_state_dict_file, save_model
 from ..data.components import COMPONENTS
 from ..losses import (
@@ -164,14 +165,14 @@ class RestorationModel(TrainingModel):
         if w.excess_detail > 0:
             terms["l_excess"] = w.excess_detail * excess_detail_loss(out, gt)
         if w.gan_global > 0:
-            terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(out))
+            terms["l_gan"] = w.gan_global * g_nonsaturating(self.net_d(self.d_view(out, lq)))
         if self.local_d is not None:
             fake = component_crops(out, boxes)
             terms["l_local"] = w.gan_local * sum(g_nonsaturating(self.local_d[c](fake[c])) for c in COMPONENTS)
         if isinstance(self.feature_loss, VGGFeatureLoss):
             terms["l_vgg"] = w.feature_matching.weight * self.feature_loss(out, gt)
         elif self.feature_loss is not None:
-            terms["l_dfeat"] = w.feature_matching.weight * self.feature_loss(self.net_d, out, gt)
+            terms["l_dfeat"] = w.feature_matching.weight * self.feature_loss(self.net_d, self.d_view(out, lq), self.d_view(gt, lq))
         if self.identity_loss is not None:
             terms["l_id"] = w.identity.weight * self.identity_loss(out, gt)
         if self.ffl is not None:
@@ -206,10 +207,21 @@ class RestorationModel(TrainingModel):
         self.discriminator_steps(gt, fake, boxes, logs, lq)
         return logs
 
+    def d_view(self, image: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """What the global D is given: the image, and with `network_d.condition` the degraded input's luma
+        at the image's size after it."""
+        if not self.opts.network_d.condition:
+            return image
+        cond = luma(lq.float())
+        if cond.shape[-2:] != image.shape[-2:]:
+            cond = F.interpolate(cond, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([image, cond.to(image.dtype)], 1)
+
     def discriminator_steps(self, gt, fake, boxes, logs: dict, lq) -> None:
         if self.uses_global_d:
             negatives = visibly_degraded(lq, gt) if self.opts.train.d_input_as_fake > 0 else None
-            self.discriminator_step(self.net_d, self.opt_d, gt, fake, logs, "l_d", r1=True, negatives=negatives)
+            real, fake_seen = self.d_view(gt, lq), self.d_view(fake, lq)
+            self.discriminator_step(self.net_d, self.opt_d, real, fake_seen, logs, "l_d", r1=True, negatives=negatives)
         if self.local_d is not None:  # no autocast: the component Ds are small and run in fp32
             real_c, fake_c = component_crops(gt, boxes), component_crops(fake, boxes)
             self.discriminator_step(self.local_d, self.opt_local, real_c, fake_c, logs, "l_d_local", autocast=False)
