@@ -407,8 +407,6 @@ def _check_ranges(opts: Options):
         raise OptionsError(f"network_d.detail_levels must be >= 1, got {opts.network_d.detail_levels}")
     if tr.d_input_as_fake < 0:
         raise OptionsError(f"train.d_input_as_fake must be >= 0, got {tr.d_input_as_fake}")
-    if tr.d_input_as_fake > 0 and opts.network_d.condition:
-        raise OptionsError("train.d_input_as_fake and network_d.condition exclude each other (a degraded input has no input of its own)")
     if not tr.gamma > 0:
         raise OptionsError(f"train.gamma must be > 0, got {tr.gamma}")
     if not (16 <= size <= 2048 and size & (size - 1) == 0):
@@ -427,6 +425,8 @@ def validate(opts: Options):
         raise OptionsError(f"train.mode must be restoration or prior, got {opts.train.mode!r}")
     if opts.train.mode == "prior" and opts.network_d.condition:
         raise OptionsError("network_d.condition needs train.mode restoration: a prior's D has no degraded input to see")
+    if opts.train.d_input_as_fake > 0 and opts.network_d.condition:
+        raise OptionsError("train.d_input_as_fake and network_d.condition exclude each other (a degraded input has no input of its own)")
     if opts.datasets.train.size != opts.network_g.size:
         raise OptionsError(f"datasets.train.size ({opts.datasets.train.size}) must equal network_g.size ({opts.network_g.size})")
     losses = opts.train.losses
